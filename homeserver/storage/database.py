@@ -1,0 +1,216 @@
+"""One database layer for everything: transactions run in worker threads, never on the reactor.
+
+``await db.run("name", fn, *args)`` calls ``fn(txn, *args)`` inside one transaction on a worker
+thread and commits it.  SQLite gets one writer thread (SQLite admits one writer at a time) plus
+reader threads on read-only connections (WAL lets them read while the writer writes); PostgreSQL
+gets a pool of connections, each used for reads and writes.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+from twisted.internet import defer, threads
+from twisted.python.threadpool import ThreadPool
+
+from .engines import PostgresEngine, SqliteEngine
+
+logger = logging.getLogger(__name__)
+
+
+class Txn:
+    """A cursor inside one transaction; SQL is written with ``?`` placeholders."""
+
+    __slots__ = ("_engine", "_cursor", "_after_commit", "name")
+
+    def __init__(self, engine, cursor, name: str):
+        self._engine = engine
+        self._cursor = cursor
+        self._after_commit: list[tuple[Callable, tuple]] = []
+        self.name = name
+
+    @property
+    def engine_name(self) -> str:
+        return self._engine.name
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> "Txn":
+        self._cursor.execute(self._engine.convert_sql(sql), tuple(args))
+        return self
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> "Txn":
+        rows = [tuple(r) for r in rows]
+        if rows:
+            self._cursor.executemany(self._engine.convert_sql(sql), rows)
+        return self
+
+    def fetchone(self) -> tuple | None:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[tuple]:
+        return self._cursor.fetchall()
+
+    def scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        row = self.execute(sql, args).fetchone()
+        return row[0] if row else None
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    def binary(self, value: bytes) -> Any:
+        return self._engine.binary(value)
+
+    def call_after_commit(self, fn: Callable, *args) -> None:
+        """Run fn(*args) on the reactor thread once this transaction has committed."""
+        self._after_commit.append((fn, args))
+
+
+class _Pool:
+    """Worker threads, each holding its own connection for the life of the pool."""
+
+    def __init__(self, engine, size: int, name: str, readonly: bool):
+        self.engine = engine
+        self.readonly = readonly
+        self.threadpool = ThreadPool(minthreads=1, maxthreads=size, name=name)
+        self._local = threading.local()
+        self._conns: list = []
+        self._lock = threading.Lock()
+
+    def connection(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.engine.connect(readonly=self.readonly)
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    def drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def close_all(self) -> None:
+        with self._lock:
+            for conn in self._conns:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+            self._conns.clear()
+
+
+class Database:
+    def __init__(self, engine: SqliteEngine | PostgresEngine, *, pool_size: int = 5, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+            reactor = _reactor
+        self.engine = engine
+        self._reactor = reactor
+        if isinstance(engine, SqliteEngine):
+            self._writer = _Pool(engine, 1, "db-writer", readonly=False)
+            in_memory = engine.path == ":memory:"
+            self._reader = self._writer if in_memory else _Pool(engine, 2, "db-reader", readonly=True)
+        else:
+            self._writer = _Pool(engine, max(1, pool_size), "db", readonly=False)
+            self._reader = self._writer
+        self._started = False
+
+    @property
+    def engine_name(self) -> str:
+        return self.engine.name
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        for pool in {id(self._writer): self._writer, id(self._reader): self._reader}.values():
+            pool.threadpool.start()
+        self._reactor.addSystemEventTrigger("during", "shutdown", self.close)
+
+    def close(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        for pool in {id(self._writer): self._writer, id(self._reader): self._reader}.values():
+            pool.threadpool.stop()
+            pool.close_all()
+
+    async def run(self, name: str, fn: Callable[..., Any], *args, readonly: bool = False) -> Any:
+        """Run fn(txn, *args) in one transaction on a worker thread; returns its result."""
+        pool = self._reader if readonly else self._writer
+        result, after = await threads.deferToThreadPool(
+            self._reactor, pool.threadpool, self._run_in_thread, pool, name, fn, args, not readonly)
+        for cb, cb_args in after:
+            try:
+                cb(*cb_args)
+            except Exception:
+                logger.exception("after-commit callback of %s failed", name)
+        return result
+
+    def run_sync(self, name: str, fn: Callable[..., Any], *args) -> Any:
+        """Run fn(txn, *args) in the calling thread on a fresh connection (CLI, migrations, tests)."""
+        conn = self.engine.connect()
+        try:
+            result, after = self._run_on(conn, name, fn, args, write=True)
+        finally:
+            conn.close()
+        for cb, cb_args in after:
+            cb(*cb_args)
+        return result
+
+    def _run_in_thread(self, pool: _Pool, name: str, fn, args, write: bool):
+        attempts = 0
+        while True:
+            attempts += 1
+            conn = pool.connection()
+            try:
+                return self._run_on(conn, name, fn, args, write)
+            except Exception as e:
+                if self._is_retryable(e) and attempts < 5:
+                    logger.info("transaction %s: retrying after %s", name, e)
+                    time.sleep(0.01 * attempts)
+                    continue
+                if self._is_connection_lost(e):
+                    pool.drop_connection()
+                raise
+
+    def _run_on(self, conn, name: str, fn, args, write: bool):
+        engine = self.engine
+        start = time.monotonic()
+        engine.begin(conn, write)
+        txn = Txn(engine, conn.cursor(), name)
+        try:
+            result = fn(txn, *args)
+            conn.commit() if not isinstance(engine, SqliteEngine) else conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.rollback() if not isinstance(engine, SqliteEngine) else conn.execute("ROLLBACK")
+            except Exception:
+                pass
+            raise
+        elapsed = time.monotonic() - start
+        if elapsed > 1.0:
+            logger.warning("slow transaction %s: %.3fs", name, elapsed)
+        return result, txn._after_commit
+
+    def _is_retryable(self, e: BaseException) -> bool:
+        if isinstance(self.engine, PostgresEngine):
+            import psycopg2.extensions
+            return isinstance(e, psycopg2.extensions.TransactionRollbackError)
+        return False
+
+    def _is_connection_lost(self, e: BaseException) -> bool:
+        if isinstance(self.engine, PostgresEngine):
+            import psycopg2
+            return isinstance(e, (psycopg2.OperationalError, psycopg2.InterfaceError))
+        return False
+
+    def is_integrity_error(self, e: BaseException) -> bool:
+        return self.engine.is_integrity_error(e)
