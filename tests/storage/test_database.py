@@ -1,0 +1,73 @@
+"""The database layer behaves the same on SQLite and PostgreSQL."""
+import pytest
+import pytest_twisted
+
+from homeserver.storage.database import Database
+from homeserver.storage.engines import create_engine
+from homeserver.storage.migrations import SchemaTooNewError, code_schema_version, prepare_database
+
+
+@pytest_twisted.ensureDeferred
+async def test_transaction_commits_and_returns_result(database):
+    def write(txn):
+        txn.execute("INSERT INTO server_meta (key, value) VALUES (?, ?)", ("k", "v"))
+        return txn.rowcount
+
+    assert await database.run("write", write) == 1
+    assert await database.run("read", lambda t: t.scalar("SELECT value FROM server_meta WHERE key = ?", ("k",)),
+                              readonly=True) == "v"
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_transaction_rolls_back(database):
+    def write_then_fail(txn):
+        txn.execute("INSERT INTO server_meta (key, value) VALUES (?, ?)", ("gone", "v"))
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await database.run("fail", write_then_fail)
+    assert await database.run("read", lambda t: t.scalar("SELECT COUNT(*) FROM server_meta WHERE key = 'gone'")) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_integrity_error_is_recognised(database):
+    await database.run("w", lambda t: t.execute("INSERT INTO server_meta (key, value) VALUES ('a', '1')"))
+    with pytest.raises(Exception) as exc:
+        await database.run("w", lambda t: t.execute("INSERT INTO server_meta (key, value) VALUES ('a', '2')"))
+    assert database.is_integrity_error(exc.value)
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_commit_callbacks_run_only_after_commit(database):
+    seen = []
+
+    def ok(txn):
+        txn.call_after_commit(seen.append, "ok")
+
+    def bad(txn):
+        txn.call_after_commit(seen.append, "bad")
+        raise ValueError
+
+    await database.run("ok", ok)
+    with pytest.raises(ValueError):
+        await database.run("bad", bad)
+    assert seen == ["ok"]
+
+
+def test_migrations_are_idempotent_and_refuse_newer_schema(engine_args):
+    engine, kwargs = engine_args
+    db = Database(create_engine(engine, **kwargs))
+    assert prepare_database(db)  # applies everything on an empty database
+    assert prepare_database(db) == []  # and nothing the second time
+    db.run_sync("bump", lambda t: t.execute("INSERT INTO schema_version (version) VALUES (?)",
+                                             (code_schema_version(engine) + 1,)))
+    with pytest.raises(SchemaTooNewError):
+        prepare_database(db)
+
+
+def test_percent_sign_in_sql_literals_survives_postgres_rewrite(engine_args):
+    engine, kwargs = engine_args
+    db = Database(create_engine(engine, **kwargs))
+    prepare_database(db)
+    db.run_sync("w", lambda t: t.execute("INSERT INTO server_meta (key, value) VALUES (?, ?)", ("p", "100%")))
+    assert db.run_sync("r", lambda t: t.scalar("SELECT value FROM server_meta WHERE value LIKE '%\\%' ESCAPE '\\'")) == "100%"
