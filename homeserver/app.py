@@ -83,9 +83,11 @@ class HomeServer:
 
     def listen(self) -> list:
         from twisted.internet import ssl
-        max_body = max(self.config.max_upload_size, 1024 * 1024)
+        max_json = self.config.max_request_body_size
+        max_body = max(self.config.max_upload_size, max_json)
         for listener in self.config.listeners:
-            resource = MatrixResource(self.router, set(listener.resources), max_body_size=max_body)
+            resource = MatrixResource(self.router, set(listener.resources), max_body_size=max_body,
+                                      max_json_size=max_json)
             site = UzelSite(resource, max_body_size=max_body, x_forwarded=listener.x_forwarded)
             for addr in listener.bind_addresses:
                 if listener.tls:

@@ -7,15 +7,15 @@ from homeserver.protocol import signing
 def server_keys_response(hs) -> dict:
     """The server's own signed key document; valid for ``key_refresh_interval`` from now."""
     config = hs.config
-    valid_for_ms = int(getattr(config, "key_refresh_interval_ms", 24 * 3600 * 1000))
+    valid_for_ms = config.key_refresh_interval_ms
     key = hs.signing_key
     doc = {
         "server_name": hs.hostname,
         "valid_until_ts": hs.clock_ms() + valid_for_ms,
         "verify_keys": {signing.key_id(key): {"key": signing.verify_key_base64(key)}},
         "old_verify_keys": {
-            kid: {"key": old["key"], "expired_ts": old["expired_ts"]}
-            for kid, old in (getattr(config, "old_signing_keys", None) or {}).items()
+            kid: {"key": old.key, "expired_ts": old.expired_ts}
+            for kid, old in config.old_signing_keys.items()
         },
     }
     return signing.sign_json(doc, hs.hostname, key)

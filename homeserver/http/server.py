@@ -52,9 +52,10 @@ def _reject_constant(name: str):
 class HttpRequest:
     """What a handler sees of a request."""
 
-    __slots__ = ("twisted", "method", "path", "query", "requester", "_body", "_json", "client_ip")
+    __slots__ = ("twisted", "method", "path", "query", "requester", "_body", "_json", "client_ip",
+                 "max_json_size")
 
-    def __init__(self, treq: "UzelRequest", method: str, path: str):
+    def __init__(self, treq: "UzelRequest", method: str, path: str, max_json_size: int = 1024 * 1024):
         self.twisted = treq
         self.method = method
         self.path = path
@@ -62,6 +63,7 @@ class HttpRequest:
         self.query: dict[str, list[str]] = parse_qs(raw_query.decode("utf-8", "replace"),
                                                     keep_blank_values=True)
         self.requester = None
+        self.max_json_size = max_json_size
         self._body: bytes | None = None
         self._json: Any = None
         self.client_ip = treq.getClientAddress().host if treq.getClientAddress() else "-"
@@ -82,6 +84,8 @@ class HttpRequest:
         """The body as a JSON object: M_NOT_JSON if it is not JSON, M_BAD_JSON if not an object."""
         if self._json is None:
             body = self.body
+            if len(body) > self.max_json_size:
+                raise too_large(f"JSON body exceeds {self.max_json_size} bytes")
             if not body.strip():
                 if allow_empty:
                     self._json = {}
@@ -136,11 +140,13 @@ class MatrixResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, router: Router, resources: set[str], *, max_body_size: int):
+    def __init__(self, router: Router, resources: set[str], *, max_body_size: int,
+                 max_json_size: int = 1024 * 1024):
         super().__init__()
         self.router = router
         self.resources = resources
         self.max_body_size = max_body_size
+        self.max_json_size = max_json_size
 
     def render(self, request: UzelRequest):
         d = defer.ensureDeferred(self._handle(request))
@@ -166,7 +172,7 @@ class MatrixResource(Resource):
                 if match.allowed_methods:
                     raise unrecognized(405, "Method not allowed")
                 raise unrecognized(404, "Unrecognized request")
-            hreq = HttpRequest(request, method, raw_path)
+            hreq = HttpRequest(request, method, raw_path, self.max_json_size)
             result = await match.route.handler(hreq, **match.params)
             if isinstance(result, RawResponse):
                 for k, v in result.headers.items():
