@@ -27,34 +27,38 @@ GetEvent = Callable[[str], "Event | None"]
 
 
 def auth_chain(event_ids: Iterable[str], get_event: GetEvent,
-               cache: dict[str, tuple[str, ...]] | None = None) -> set[str]:
-    """Every event reachable from ``event_ids`` over ``auth_events`` (the start events excluded
-    unless one is an auth ancestor of another).
+               cache: dict[str, tuple[str, ...] | None] | None = None) -> set[str]:
+    """Every known event reachable from ``event_ids`` over ``auth_events`` (the start events
+    excluded unless one is an auth ancestor of another).
 
     A plain depth-first walk; each event's auth list is fetched once (``cache`` may be shared
-    between calls to remember the ``event_id -> auth_event_ids`` lookups).
+    between calls to remember the ``event_id -> auth_event_ids`` lookups; None = unknown event).
     """
     if cache is None:
         cache = {}
     seen: set[str] = set()
-    stack = [a for e in event_ids for a in _auth_ids(e, get_event, cache)]
+    stack: list[str] = []
+    for eid in event_ids:
+        stack.extend(_auth_ids(eid, get_event, cache) or ())
     while stack:
         eid = stack.pop()
         if eid in seen:
             continue
-        if get_event(eid) is None and eid not in cache:
+        auth_ids = _auth_ids(eid, get_event, cache)
+        if auth_ids is None:
             continue  # unknown event: cannot be walked or verified
         seen.add(eid)
-        stack.extend(_auth_ids(eid, get_event, cache))
+        stack.extend(auth_ids)
     return seen
 
 
-def _auth_ids(event_id: str, get_event: GetEvent, cache: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
-    ids = cache.get(event_id)
-    if ids is None:
-        ev = get_event(event_id)
-        ids = tuple(ev.auth_event_ids) if ev is not None else ()
-        cache[event_id] = ids
+def _auth_ids(event_id: str, get_event: GetEvent,
+              cache: dict[str, tuple[str, ...] | None]) -> tuple[str, ...] | None:
+    if event_id in cache:
+        return cache[event_id]
+    ev = get_event(event_id)
+    ids = tuple(ev.auth_event_ids) if ev is not None else None
+    cache[event_id] = ids
     return ids
 
 
@@ -63,10 +67,10 @@ def auth_chain_difference(state_sets: Sequence[set[str]], get_event: GetEvent) -
     events themselves are counted). Walks each set's chain once with a shared lookup cache."""
     if not state_sets:
         return set()
-    cache: dict[str, tuple[str, ...]] = {}
+    cache: dict[str, tuple[str, ...] | None] = {}
     chains = []
     for s in state_sets:
-        known = {e for e in s if get_event(e) is not None}
+        known = {e for e in s if _auth_ids(e, get_event, cache) is not None}
         chains.append(known | auth_chain(known, get_event, cache))
     union = set().union(*chains)
     return union - set.intersection(*chains)
@@ -174,20 +178,18 @@ class AuthChainIndex:
         return out
 
     def auth_chain(self, event_ids: Iterable[str]) -> set[str]:
-        """The auth chain of ``event_ids`` (start events excluded unless reachable from another)."""
-        ids = list(event_ids)
-        reach = self._reach(a for e in ids for a in self._auth_of(e))
+        """The auth chain of ``event_ids`` (start events excluded unless reachable from another).
+
+        The strict ancestors of ``(c, s)`` are ``(c, 1..s-1)`` plus what its links reach."""
+        reach: dict[int, int] = {}
+        for eid in event_ids:
+            c, s = self._pos[eid]
+            if s - 1 > reach.get(c, 0):
+                reach[c] = s - 1
+            for target, tseq in self._chain_reach(c, s).items():
+                if tseq > reach.get(target, 0):
+                    reach[target] = tseq
         return {eid for c, s in reach.items() for eid in self._chains[c][:s]}
-
-    def _auth_of(self, event_id: str) -> list[str]:
-        # The auth events are not stored; the strict ancestors of (c, s) are (c, s-1) and its links.
-        c, s = self._pos[event_id]
-        out = [self._chains[c][s - 2]] if s > 1 else []
-        out.extend(self._chains[t][ts - 1] for t, ts in self._chain_reach_delta(c, s).items())
-        return out
-
-    def _chain_reach_delta(self, chain: int, seq: int) -> dict[int, int]:
-        return {t: ts for fs, t, ts in self._links[chain] if fs == seq}
 
     def difference(self, state_sets: Sequence[Iterable[str]]) -> set[str]:
         """The auth difference ``∪Ci − ∩Ci`` with ``Ci = Si ∪ auth_chain(Si)``; every event of every
