@@ -315,7 +315,10 @@ def iterative_auth_checks(event_ids: Iterable[str], base_state: Mapping[StateKey
                           get_event: GetEvent) -> dict[StateKey, str]:
     """v2-state-res.md, "Iterative auth checks": apply each event that the auth rules allow against
     the state built so far; keys the rules need but the state lacks come from the event's own
-    non-rejected auth_events (and, in v12, the room's create event, never in auth_events)."""
+    non-rejected auth_events (and, in v12, the room's create event, never in auth_events).
+
+    Events previously rejected against the state before them are re-checked like any other
+    (v2-state-res.md, "Rejected events"); rejected *auth* events are never used."""
     ea = _event_auth()
     resolved = dict(base_state)
     for eid in event_ids:
