@@ -83,6 +83,7 @@ class HomeServer:
 
     def listen(self) -> list:
         from twisted.internet import ssl
+        from twisted.internet.error import CannotListenError
         max_json = self.config.max_request_body_size
         max_body = max(self.config.max_upload_size, max_json)
         for listener in self.config.listeners:
@@ -90,12 +91,18 @@ class HomeServer:
                                       max_json_size=max_json)
             site = UzelSite(resource, max_body_size=max_body, x_forwarded=listener.x_forwarded)
             for addr in listener.bind_addresses:
-                if listener.tls:
-                    ctx = ssl.DefaultOpenSSLContextFactory(listener.tls_private_key_path,
-                                                           listener.tls_certificate_path)
-                    port = self.reactor.listenSSL(listener.port, site, ctx, interface=addr)
-                else:
-                    port = self.reactor.listenTCP(listener.port, site, interface=addr)
+                try:
+                    if listener.tls:
+                        ctx = ssl.DefaultOpenSSLContextFactory(listener.tls_private_key_path,
+                                                               listener.tls_certificate_path)
+                        port = self.reactor.listenSSL(listener.port, site, ctx, interface=addr)
+                    else:
+                        port = self.reactor.listenTCP(listener.port, site, interface=addr)
+                except CannotListenError:
+                    # "::" usually takes IPv4 as well, so a following "0.0.0.0" may fail to bind.
+                    if addr == "0.0.0.0" and "::" in listener.bind_addresses:
+                        continue
+                    raise
                 self._ports.append(port)
                 logger.info("listening on %s:%d (%s)", addr, listener.port, ", ".join(sorted(listener.resources)))
         return self._ports

@@ -44,7 +44,9 @@ def code_schema_version(engine_name: str = "sqlite") -> int:
 
 
 def _split_statements(sql: str) -> list[str]:
-    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
+    """Statements of a schema file; ``--`` comments are dropped (schema files keep ``--`` and ``;``
+    out of string literals)."""
+    lines = [ln.split("--", 1)[0] for ln in sql.splitlines()]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
