@@ -16,6 +16,8 @@ from homeserver.protocol import event_auth
 from homeserver.protocol.events import Event
 from homeserver.protocol.room_versions import get_room_version
 from homeserver.protocol.state_res import (
+    conflicted_state_subgraph,
+    is_power_event,
     lexicographical_topological_sort,
     mainline_sort,
     resolve_state,
@@ -428,3 +430,32 @@ def test_v1_ban_beats_concurrent_join_of_the_banned_user():
     # Same depth: the walk adds one first and checks the other against it; a join after a ban
     # fails, a ban after a join passes — the ban wins either way.
     assert resolved[(MEMBER, BOB)] == d["BAN"]
+
+
+# --- definitions ------------------------------------------------------------------------------
+
+def test_conflicted_state_subgraph_is_every_event_between_two_conflicted_events():
+    """rooms/v12.md: with P1 and P3 conflicted, the paths P3 -> P2 -> P1 and P3 -> Bob's join ->
+    (join rules ->) P1 are in the subgraph; P1's own ancestors (Alice's join, the create event)
+    and events outside P3's auth chain (Charlie's join) are not."""
+    d, _ = _problem_b("12")
+    got = conflicted_state_subgraph({d["P1"], d["P3"]}, d.get_event)
+    assert got == {d["P1"], d["P2"], d["P3"], d["BJ"], d["JRP"]}
+
+
+def test_conflicted_state_subgraph_of_unrelated_events_is_just_them():
+    d = Dag("12").initial_room()
+    d.add("TA", ALICE, TOPIC, {"topic": "a"}, "", ["START"])
+    d.add("TB", ALICE, TOPIC, {"topic": "b"}, "", ["START"])
+    assert conflicted_state_subgraph({d["TA"], d["TB"]}, d.get_event) == {d["TA"], d["TB"]}
+
+
+def test_power_events_are_power_levels_join_rules_and_kicks_or_bans_of_others():
+    d = Dag("11").initial_room()
+    d.member("KICK", ALICE, BOB, "leave", ["START"])
+    d.member("SELF", CHARLIE, CHARLIE, "leave", ["START"])
+    d.member("BAN", ALICE, ZARA, "ban", ["START"])
+    d.add("TOP", ALICE, TOPIC, {"topic": "t"}, "", ["START"])
+    ev = lambda n: d.events[d[n]]  # noqa: E731
+    assert [is_power_event(ev(n)) for n in ("IPOWER", "IJR", "KICK", "BAN")] == [True] * 4
+    assert [is_power_event(ev(n)) for n in ("SELF", "TOP", "IMB", "START")] == [False] * 4
