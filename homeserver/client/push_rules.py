@@ -1,0 +1,472 @@
+"""Push rules: the server-default rule set, merging with a user's rules, validation of rule
+bodies, and the evaluator (pure, no I/O).
+
+Source: client-server-api/modules/push.md "Push Rules", "Conditions", "Predefined Rules"
+(v1.17: the legacy body-mention rules are gone), appendices "Glob-style matching" and
+"Dot-separated property paths". The notification pipeline calls :func:`evaluate` once per local
+recipient of each event; the push-rules endpoints use :func:`merge_ruleset` and
+:func:`validate_rule`.
+
+A ruleset here is the client-format object of push_ruleset.yaml: ``{"override": [...],
+"content": [...], "room": [...], "sender": [...], "underride": [...]}``, each list in priority
+order, each rule ``{"rule_id", "default", "enabled", "actions", ["conditions" | "pattern"]}``.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from functools import lru_cache
+from typing import Any, Iterable, Mapping
+
+from .filtering import split_dotted_path
+
+#: Rule kinds in the order they are checked (push.md "Push Rules").
+KINDS = ("override", "content", "room", "sender", "underride")
+
+#: push.md "Historical Actions": ignored wherever they appear.
+HISTORICAL_ACTIONS = frozenset({"dont_notify", "coalesce"})
+
+#: Condition kinds the evaluator knows; any other kind never matches (push.md "Conditions").
+KNOWN_CONDITIONS = frozenset({
+    "event_match", "event_property_is", "event_property_contains", "contains_display_name",
+    "room_member_count", "sender_notification_permission",
+})
+
+_ME = "[the user's Matrix ID]"
+_SOUND_DEFAULT = {"set_tweak": "sound", "value": "default"}
+_HIGHLIGHT = {"set_tweak": "highlight"}
+
+
+def _rule(rule_id: str, conditions: list, actions: list, enabled: bool = True) -> dict:
+    return {"rule_id": rule_id, "default": True, "enabled": enabled, "conditions": conditions,
+            "actions": actions}
+
+
+def _match(key: str, pattern: str) -> dict:
+    return {"kind": "event_match", "key": key, "pattern": pattern}
+
+
+#: push.md "Default Override Rules", in the spec's order. ``.m.rule.master`` always comes first
+#: of all rules, user-defined ones included; the rest follow the user's override rules.
+MASTER_RULE = _rule(".m.rule.master", [], [], enabled=False)
+DEFAULT_OVERRIDE_RULES = (
+    _rule(".m.rule.suppress_notices", [_match("content.msgtype", "m.notice")], []),
+    _rule(".m.rule.invite_for_me",
+          [_match("type", "m.room.member"), _match("content.membership", "invite"), _match("state_key", _ME)],
+          ["notify", _SOUND_DEFAULT]),
+    _rule(".m.rule.member_event", [_match("type", "m.room.member")], []),
+    _rule(".m.rule.is_user_mention",
+          [{"kind": "event_property_contains", "key": "content.m\\.mentions.user_ids", "value": _ME}],
+          ["notify", _SOUND_DEFAULT, _HIGHLIGHT]),
+    _rule(".m.rule.is_room_mention",
+          [{"kind": "event_property_is", "key": "content.m\\.mentions.room", "value": True},
+           {"kind": "sender_notification_permission", "key": "room"}],
+          ["notify", _HIGHLIGHT]),
+    _rule(".m.rule.tombstone", [_match("type", "m.room.tombstone"), _match("state_key", "")],
+          ["notify", _HIGHLIGHT]),
+    _rule(".m.rule.reaction", [_match("type", "m.reaction")], []),
+    _rule(".m.rule.room.server_acl", [_match("type", "m.room.server_acl"), _match("state_key", "")], []),
+    _rule(".m.rule.suppress_edits",
+          [{"kind": "event_property_is", "key": "content.m\\.relates_to.rel_type", "value": "m.replace"}], []),
+)
+#: push.md: v1.17 removed the only default content rule (.m.rule.contains_user_name).
+DEFAULT_CONTENT_RULES: tuple[dict, ...] = ()
+#: push.md "Default Underride Rules", in the spec's order.
+DEFAULT_UNDERRIDE_RULES = (
+    _rule(".m.rule.call", [_match("type", "m.call.invite")],
+          ["notify", {"set_tweak": "sound", "value": "ring"}]),
+    _rule(".m.rule.encrypted_room_one_to_one",
+          [{"kind": "room_member_count", "is": "2"}, _match("type", "m.room.encrypted")],
+          ["notify", _SOUND_DEFAULT]),
+    _rule(".m.rule.room_one_to_one",
+          [{"kind": "room_member_count", "is": "2"}, _match("type", "m.room.message")],
+          ["notify", _SOUND_DEFAULT]),
+    _rule(".m.rule.message", [_match("type", "m.room.message")], ["notify"]),
+    _rule(".m.rule.encrypted", [_match("type", "m.room.encrypted")], ["notify"]),
+)
+
+
+def _personalise(value: Any, user_id: str) -> Any:
+    if value == _ME:
+        return user_id
+    if isinstance(value, dict):
+        return {k: _personalise(v, user_id) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_personalise(v, user_id) for v in value]
+    return value
+
+
+def default_rules(user_id: str) -> dict[str, list[dict]]:
+    """The server-default rules for ``user_id`` by kind (master first among overrides)."""
+    return {
+        "override": [_personalise(r, user_id) for r in (MASTER_RULE,) + DEFAULT_OVERRIDE_RULES],
+        "content": [_personalise(r, user_id) for r in DEFAULT_CONTENT_RULES],
+        "room": [],
+        "sender": [],
+        "underride": [_personalise(r, user_id) for r in DEFAULT_UNDERRIDE_RULES],
+    }
+
+
+def is_server_default(rule_id: str) -> bool:
+    """push.md "Predefined Rules": server-default rule IDs start with a dot."""
+    return rule_id.startswith(".")
+
+
+def find_default_rule(kind: str, rule_id: str, user_id: str) -> dict | None:
+    """The server-default rule ``rule_id`` of ``kind`` (personalised), or None."""
+    for rule in default_rules(user_id).get(kind, ()):
+        if rule["rule_id"] == rule_id:
+            return rule
+    return None
+
+
+def merge_ruleset(user_id: str, user_rules: Mapping[str, Iterable[Mapping]],
+                  default_overrides: Mapping[tuple[str, str], Mapping] | None = None) -> dict:
+    """The user's whole ruleset in client format and priority order.
+
+    ``user_rules``: kind -> the user's own rules of that kind, most important first, each
+    ``{"rule_id", "enabled", "actions", and "conditions" (override/underride) or "pattern"
+    (content)}``. ``default_overrides``: (kind, rule_id) -> ``{"enabled": bool|None,
+    "actions": list|None}`` for server-default rules the user has changed.
+    Order (push.md "Predefined Rules"): .m.rule.master, then per kind the user's rules before
+    the server-default ones.
+    """
+    defaults = default_rules(user_id)
+    overrides = default_overrides or {}
+
+    def apply(kind: str, rule: dict) -> dict:
+        change = overrides.get((kind, rule["rule_id"]))
+        if change:
+            if change.get("enabled") is not None:
+                rule["enabled"] = bool(change["enabled"])
+            if change.get("actions") is not None:
+                rule["actions"] = list(change["actions"])
+        return rule
+
+    out: dict[str, list[dict]] = {}
+    for kind in KINDS:
+        own = [_client_rule(kind, r) for r in user_rules.get(kind, ())]
+        server = [apply(kind, r) for r in defaults[kind]]
+        if kind == "override":
+            master = [r for r in server if r["rule_id"] == MASTER_RULE["rule_id"]]
+            rest = [r for r in server if r["rule_id"] != MASTER_RULE["rule_id"]]
+            out[kind] = master + own + rest
+        else:
+            out[kind] = own + server
+    return out
+
+
+def _client_rule(kind: str, rule: Mapping) -> dict:
+    out = {"rule_id": rule["rule_id"], "default": False, "enabled": bool(rule.get("enabled", True)),
+           "actions": list(rule.get("actions") or [])}
+    if kind in ("override", "underride"):
+        out["conditions"] = list(rule.get("conditions") or [])
+    elif kind == "content":
+        out["pattern"] = rule.get("pattern", "")
+    return out
+
+
+def find_rule(ruleset: Mapping[str, list], kind: str, rule_id: str) -> dict | None:
+    for rule in ruleset.get(kind, ()):
+        if rule.get("rule_id") == rule_id:
+            return rule
+    return None
+
+
+# --- validation of client-supplied rules -------------------------------------------------------
+
+class PushRuleError(ValueError):
+    def __init__(self, errcode: str, message: str):
+        super().__init__(message)
+        self.errcode = errcode
+        self.message = message
+
+
+def validate_rule_id(kind: str, rule_id: str) -> None:
+    """pushrules.yaml PUT: IDs starting with "." are reserved; "/" and "\\" are not allowed."""
+    if kind not in KINDS:
+        raise PushRuleError("M_INVALID_PARAM", f"Unknown push rule kind {kind!r}")
+    if not rule_id:
+        raise PushRuleError("M_INVALID_PARAM", "Empty push rule ID")
+    if is_server_default(rule_id):
+        raise PushRuleError("M_INVALID_PARAM", "Rule IDs starting with '.' are reserved for server-default rules")
+    if "/" in rule_id or "\\" in rule_id:
+        raise PushRuleError("M_INVALID_PARAM", "Rule IDs may not contain '/' or '\\'")
+
+
+def validate_actions(actions: Any) -> list:
+    """A list of ``"notify"`` (or the historical strings) and ``{"set_tweak": str, ...}`` objects."""
+    if not isinstance(actions, list):
+        raise PushRuleError("M_BAD_JSON", "'actions' must be an array")
+    for action in actions:
+        if isinstance(action, str):
+            if action != "notify" and action not in HISTORICAL_ACTIONS:
+                raise PushRuleError("M_BAD_JSON", f"Unrecognised action {action!r}")
+        elif isinstance(action, dict):
+            if not isinstance(action.get("set_tweak"), str):
+                raise PushRuleError("M_BAD_JSON", "An action object must have a string 'set_tweak'")
+        else:
+            raise PushRuleError("M_BAD_JSON", "Actions must be strings or objects")
+    return copy.deepcopy(actions)
+
+
+def validate_rule(kind: str, rule_id: str, body: Any) -> dict:
+    """Check a PUT body and return the rule to store: ``{"rule_id", "actions", "conditions"}``
+    for override/underride, ``{"rule_id", "actions", "pattern"}`` for content, ``{"rule_id",
+    "actions"}`` for room and sender (their condition is implied by the rule ID)."""
+    validate_rule_id(kind, rule_id)
+    if not isinstance(body, dict):
+        raise PushRuleError("M_BAD_JSON", "Body must be a JSON object")
+    if "actions" not in body:
+        raise PushRuleError("M_MISSING_PARAM", "Missing 'actions'")
+    rule: dict[str, Any] = {"rule_id": rule_id, "actions": validate_actions(body["actions"])}
+    if kind in ("override", "underride"):
+        conditions = body.get("conditions", [])
+        if not isinstance(conditions, list):
+            raise PushRuleError("M_BAD_JSON", "'conditions' must be an array")
+        for cond in conditions:
+            if not isinstance(cond, dict) or not isinstance(cond.get("kind"), str):
+                raise PushRuleError("M_BAD_JSON", "Each condition must be an object with a string 'kind'")
+        rule["conditions"] = copy.deepcopy(conditions)
+    elif kind == "content":
+        pattern = body.get("pattern")
+        if pattern is None:
+            raise PushRuleError("M_MISSING_PARAM", "Content rules need a 'pattern'")
+        if not isinstance(pattern, str):
+            raise PushRuleError("M_BAD_JSON", "'pattern' must be a string")
+        rule["pattern"] = pattern
+    return rule
+
+
+# --- evaluation --------------------------------------------------------------------------------
+
+# push.md "event_match": word boundaries for content.body are the start/end of the value or any
+# character outside [A-Za-z0-9_].
+_WORD_BEFORE = r"(?<![A-Za-z0-9_])"
+_WORD_AFTER = r"(?![A-Za-z0-9_])"
+_MAX_SAFE_INT = 2 ** 53 - 1
+
+
+@lru_cache(maxsize=4096)
+def _glob_regex(pattern: str, word_boundary: bool) -> re.Pattern:
+    """appendices "Glob-style matching": ``*`` is zero or more characters, ``?`` exactly one."""
+    parts = []
+    for ch in pattern:
+        if ch == "*":
+            parts.append(".*?")
+        elif ch == "?":
+            parts.append(".")
+        else:
+            parts.append(re.escape(ch))
+    body = "".join(parts)
+    if word_boundary:
+        return re.compile(_WORD_BEFORE + body + _WORD_AFTER, re.IGNORECASE | re.DOTALL)
+    return re.compile(body, re.IGNORECASE | re.DOTALL)
+
+
+def glob_matches(pattern: str, value: str, *, word_boundary: bool = False) -> bool:
+    """Case-insensitive glob match of the whole value, or (``word_boundary``) of any substring
+    that starts and ends at a word boundary."""
+    regex = _glob_regex(pattern, word_boundary)
+    if word_boundary:
+        return regex.search(value) is not None
+    return regex.fullmatch(value) is not None
+
+
+_MISSING = object()
+
+
+def lookup_path(event: Mapping, key: str) -> Any:
+    """The value at a dot-separated path of the event, or ``_MISSING``."""
+    value: Any = event
+    for part in split_dotted_path(key):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _is_simple(value: Any) -> bool:
+    """A non-compound canonical-JSON value: str, bool, None, or an int within ±(2**53 - 1)."""
+    if value is None or isinstance(value, (str, bool)):
+        return True
+    return isinstance(value, int) and -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
+
+
+def exact_equal(a: Any, b: Any) -> bool:
+    """push.md "event_property_is": exact match without casting (``true`` is not ``1``)."""
+    if not (_is_simple(a) and _is_simple(b)):
+        return False
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    return type(a) is type(b) and a == b
+
+
+_MEMBER_COUNT = re.compile(r"(==|<=|>=|<|>)?([0-9]+)")
+
+
+def member_count_matches(spec: Any, count: int) -> bool:
+    """push.md "room_member_count": ``is`` is a decimal integer with an optional ==, <, >, >=, <=."""
+    if not isinstance(spec, str):
+        return False
+    m = _MEMBER_COUNT.fullmatch(spec)
+    if not m:
+        return False
+    op, n = m.group(1) or "==", int(m.group(2))
+    return {"==": count == n, "<": count < n, ">": count > n, "<=": count <= n, ">=": count >= n}[op]
+
+
+def _as_level(value: Any, default: int) -> int | float:
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return default
+    return default
+
+
+def sender_power_level(power_levels: Mapping | None, sender: str) -> int | float:
+    """The sender's level from m.room.power_levels content (``users``, else ``users_default``)."""
+    pl = power_levels if isinstance(power_levels, Mapping) else {}
+    users = pl.get("users")
+    if isinstance(users, Mapping) and sender in users:
+        return _as_level(users[sender], 0)
+    return _as_level(pl.get("users_default"), 0)
+
+
+def notification_level(power_levels: Mapping | None, key: str) -> int | float:
+    """The level needed for a notification type (``notifications.<key>``, default 50)."""
+    pl = power_levels if isinstance(power_levels, Mapping) else {}
+    notifications = pl.get("notifications")
+    if isinstance(notifications, Mapping) and key in notifications:
+        return _as_level(notifications[key], 50)
+    return 50
+
+
+class _Context:
+    __slots__ = ("event", "member_count", "user_id", "display_name", "power_levels", "sender_level")
+
+    def __init__(self, event, member_count, user_id, display_name, power_levels, sender_level):
+        self.event = event
+        self.member_count = member_count
+        self.user_id = user_id
+        self.display_name = display_name
+        self.power_levels = power_levels
+        self.sender_level = sender_level
+
+
+def condition_matches(cond: Mapping, ctx: _Context) -> bool:
+    """One condition of push.md "Conditions"; unknown kinds and malformed parameters never match."""
+    kind = cond.get("kind")
+    event = ctx.event
+    if kind == "event_match":
+        key, pattern = cond.get("key"), cond.get("pattern")
+        if not isinstance(key, str) or not isinstance(pattern, str):
+            return False
+        value = lookup_path(event, key)
+        if not isinstance(value, str):
+            return False
+        return glob_matches(pattern, value, word_boundary=(key == "content.body"))
+    if kind == "event_property_is":
+        key = cond.get("key")
+        if not isinstance(key, str) or "value" not in cond:
+            return False
+        value = lookup_path(event, key)
+        return value is not _MISSING and exact_equal(value, cond["value"])
+    if kind == "event_property_contains":
+        key = cond.get("key")
+        if not isinstance(key, str) or "value" not in cond:
+            return False
+        value = lookup_path(event, key)
+        if not isinstance(value, list):
+            return False
+        return any(exact_equal(item, cond["value"]) for item in value)
+    if kind == "contains_display_name":
+        name = ctx.display_name
+        body = lookup_path(event, "content.body")
+        if not name or not isinstance(body, str):
+            return False
+        regex = re.compile(_WORD_BEFORE + re.escape(name) + _WORD_AFTER, re.IGNORECASE)
+        return regex.search(body) is not None
+    if kind == "room_member_count":
+        return member_count_matches(cond.get("is"), ctx.member_count)
+    if kind == "sender_notification_permission":
+        key = cond.get("key")
+        if not isinstance(key, str):
+            return False
+        level = ctx.sender_level
+        if level is None:
+            level = sender_power_level(ctx.power_levels, event.get("sender", ""))
+        return level >= notification_level(ctx.power_levels, key)
+    return False
+
+
+def rule_matches(kind: str, rule: Mapping, ctx: _Context) -> bool:
+    """Whether an enabled rule matches: explicit conditions for override/underride, the implied
+    ones for content (pattern on content.body), room (room_id) and sender (sender)."""
+    if not rule.get("enabled", True):
+        return False
+    event = ctx.event
+    if kind in ("override", "underride"):
+        conditions = rule.get("conditions") or []
+        return all(isinstance(c, Mapping) and condition_matches(c, ctx) for c in conditions)
+    if kind == "content":
+        pattern = rule.get("pattern")
+        body = lookup_path(event, "content.body")
+        return isinstance(pattern, str) and isinstance(body, str) and glob_matches(pattern, body, word_boundary=True)
+    if kind == "room":
+        return event.get("room_id") == rule.get("rule_id")
+    if kind == "sender":
+        return event.get("sender") == rule.get("rule_id")
+    return False
+
+
+def strip_historical(actions: Iterable) -> list:
+    """push.md "Historical Actions": drop ``dont_notify`` and ``coalesce``."""
+    return [a for a in actions if not (isinstance(a, str) and a in HISTORICAL_ACTIONS)]
+
+
+def evaluate(event_dict: Mapping, room_member_count: int, user_id: str, display_name: str | None,
+             power_levels: Mapping | None, rules: Mapping[str, Iterable[Mapping]], *,
+             sender_power_level: int | float | None = None) -> list:
+    """The actions of the first matching rule for ``user_id``, or ``[]`` (no notification).
+
+    ``event_dict``: the event (PDU or client format; ``type``, ``sender``, ``room_id``,
+    ``state_key``, ``content`` are read). ``room_member_count``: joined members of the room.
+    ``display_name``: the user's display name in the room (for ``contains_display_name``).
+    ``power_levels``: m.room.power_levels content, or None if the room has none.
+    ``rules``: the user's ruleset in priority order (:func:`merge_ruleset`).
+    ``sender_power_level``: overrides the level read from ``power_levels`` (room versions whose
+    creators have infinite power pass ``math.inf`` for them).
+    Events the user sent themselves never notify (push.md "Push Rules").
+    """
+    if event_dict.get("sender") == user_id:
+        return []
+    ctx = _Context(event_dict, room_member_count, user_id, display_name, power_levels, sender_power_level)
+    for kind in KINDS:
+        for rule in rules.get(kind, ()):
+            if rule_matches(kind, rule, ctx):
+                return strip_historical(rule.get("actions") or [])
+    return []
+
+
+def should_notify(actions: Iterable) -> bool:
+    return any(a == "notify" for a in actions)
+
+
+def tweaks(actions: Iterable) -> dict:
+    """The ``set_tweak`` entries as a dict; ``highlight`` without ``value`` means true."""
+    out: dict[str, Any] = {}
+    for a in actions:
+        if isinstance(a, Mapping) and isinstance(a.get("set_tweak"), str):
+            name = a["set_tweak"]
+            out[name] = a.get("value", True) if name == "highlight" else a.get("value")
+    return out
+
+
+def is_highlight(actions: Iterable) -> bool:
+    return tweaks(actions).get("highlight") is True
