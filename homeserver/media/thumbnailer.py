@@ -152,6 +152,16 @@ def should_serve_original(info: ImageInfo, width: int, height: int) -> bool:
     return info.width <= width and info.height <= height
 
 
+def output_size(info: ImageInfo, width: int, height: int, method: str) -> tuple[int, int] | None:
+    """The size a thumbnail for this box would have, or None when that is the original's size
+    (the original is then served as is: nothing to shrink, and upscaling is forbidden)."""
+    if method == "crop":
+        size = cropped_size(info.width, info.height, width, height)
+    else:
+        size = scaled_size(info.width, info.height, width, height)
+    return None if size == (info.width, info.height) else size
+
+
 def pick_standard_size(width: int, height: int, method: str,
                        sizes: tuple[ThumbnailSpec, ...] = STANDARD_SIZES) -> ThumbnailSpec | None:
     """The smallest pre-generated size that serves a request, or None to generate on demand.

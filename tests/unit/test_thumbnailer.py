@@ -190,6 +190,14 @@ def test_small_image_is_served_as_original():
     assert not t.should_serve_original(info, 16, 32)
 
 
+def test_output_size_is_none_when_the_original_already_fits():
+    info = t.probe(encode(gradient(90, 50), "PNG"))
+    assert t.output_size(info, 320, 240, "scale") is None
+    assert t.output_size(info, 96, 96, "crop") == (50, 50)  # crop keeps the box's aspect ratio
+    assert t.output_size(info, 90, 50, "crop") is None
+    assert t.output_size(info, 45, 25, "scale") == (45, 25)
+
+
 def test_jpeg_exif_rotation_is_applied():
     im = gradient(200, 100)
     exif = Image.Exif()
