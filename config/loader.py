@@ -371,6 +371,13 @@ def _build(root: _Node, r: _Reader, config_path: str | None) -> Config:
         if not any(net.subnet_of(b) for b in blacklist if b.version == net.version):
             blacklist.append(net)
     whitelist_ips = root.networks("ip_range_whitelist", ())
+    plain_http = root.str_list("federation_client_plain_http_destinations", [])
+    for i, name in enumerate(plain_http):
+        try:
+            parse_server_name(name)
+        except ValueError as e:
+            raise root.error(f"federation_client_plain_http_destinations[{i}]",
+                             f"not a valid server name: {e}") from None
 
     appservice_files = tuple(r.path(p) for p in root.str_list("app_service_config_files", []))
 
@@ -412,6 +419,7 @@ def _build(root: _Node, r: _Reader, config_path: str | None) -> Config:
         federation_domain_whitelist=frozenset(whitelist) if whitelist is not None else None,
         ip_range_blacklist=tuple(blacklist),
         ip_range_whitelist=tuple(whitelist_ips),
+        federation_client_plain_http_destinations=frozenset(plain_http),
         app_service_config_files=appservice_files,
         log_level=root.choice("log_level", d("log_level"), _LOG_LEVELS, fold=str.upper),
         log_format=root.choice("log_format", d("log_format"), ("text", "json")),  # type: ignore[arg-type]

@@ -373,6 +373,11 @@ ip_range_blacklist:
 # Exceptions to ip_range_blacklist. Default [].
 ip_range_whitelist: []
 
+# uzel-only TEST switch: server names ("host:port") contacted over plain HTTP at that address,
+# without .well-known, SRV or TLS, for test federations on loopback. Never use in production.
+# Default [].
+federation_client_plain_http_destinations: []
+
 ## Application services ##
 
 # Registration files of application services (bridges, bots). Default [].

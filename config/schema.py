@@ -216,6 +216,10 @@ class Config:
     federation_domain_whitelist: frozenset[str] | None = None  # None: federate with everyone
     ip_range_blacklist: tuple[IPNetwork, ...] = ()
     ip_range_whitelist: tuple[IPNetwork, ...] = ()
+    # uzel-only test switch: server names ("host:port" or IP literals) the federation client
+    # contacts over plain HTTP at that host and port (no .well-known, SRV or TLS). For test
+    # federations on loopback; never in production. See federation/client.py.
+    federation_client_plain_http_destinations: frozenset[str] = frozenset()
 
     # --- application services ---
     app_service_config_files: tuple[str, ...] = ()
