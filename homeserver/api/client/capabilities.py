@@ -1,0 +1,28 @@
+"""GET /capabilities (client-server-api "Capabilities negotiation", capabilities.yaml)."""
+from __future__ import annotations
+
+from homeserver.accounts.auth import AuthService
+from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS
+
+
+def register_routes(hs, router) -> None:
+    auth = hs.get(AuthService)
+
+    async def capabilities(request):
+        """GET /_matrix/client/v3/capabilities: password changes and profile edits allowed, no
+        3PID changes and no login-token generation; every known room version is stable and the
+        configured default ("12" unless set) is offered."""
+        await auth.get_requester(request, allow_guest=True)
+        return 200, {"capabilities": {
+            "m.change_password": {"enabled": True},
+            "m.room_versions": {
+                "default": hs.config.default_room_version,
+                "available": {v: "stable" for v in KNOWN_ROOM_VERSIONS},
+            },
+            "m.set_displayname": {"enabled": True},
+            "m.set_avatar_url": {"enabled": True},
+            "m.3pid_changes": {"enabled": False},
+            "m.get_login_token": {"enabled": False},
+        }}
+
+    router.add_client("GET", "/capabilities", capabilities)
