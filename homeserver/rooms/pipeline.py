@@ -1,0 +1,535 @@
+"""The one event pipeline: build → auth → state → persist → notify, for local and remote events.
+
+Local events (client API) go through :meth:`RoomEventService.create_and_send_event`; events from
+other servers (federation) through :meth:`RoomEventService.handle_remote_event`. Both run under the
+room's lock (sends within one room are serialised, rooms never wait for each other), share the state
+computation and end in the events store's persist queue, which commits concurrent events of
+different rooms in one transaction.
+
+Spec: server-server-api.md "Checks performed on receipt of a PDU", "Rejection", "Soft failure",
+"Auth events selection", "Adding hashes and signatures to outgoing events"; client-server-api
+"Transaction identifiers"; rooms/vN.md for the auth rules (homeserver/protocol/event_auth.py).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Mapping
+
+from twisted.internet import defer
+
+from homeserver.http.errors import MatrixError, forbidden
+from homeserver.protocol import event_auth, ids
+from homeserver.protocol.canonical_json import check_canonical_values, encode_canonical_json
+from homeserver.protocol.events import Event
+from homeserver.protocol.hashing import check_content_hash
+from homeserver.protocol.redaction import redact
+from homeserver.protocol.room_versions import EventFormat, RoomVersion
+from homeserver.protocol.signing import sign_event
+from homeserver.storage.events_store import CurrentStateDelta, EventsStore, PersistItem
+from homeserver.storage.state_store import StateKey, StateStore
+from homeserver.sync.notifier import Notifier
+
+from .locks import RoomLocks
+from .state import MissingEventsError, RoomSnapshot, RoomStateService, StateAt
+
+logger = logging.getLogger(__name__)
+
+CREATE = ("m.room.create", "")
+#: Most prev_events a local event cites (the deepest forward extremities).
+MAX_PREV_EVENTS = 10
+#: More forward extremities than this and a dummy event is sent to merge them.
+EXTREMITIES_MERGE_THRESHOLD = 10
+#: server-server-api.md "Size limits": a PDU is at most 65536 bytes of canonical JSON.
+MAX_PDU_SIZE = 65536
+DUMMY_EVENT_TYPE = "org.matrix.dummy_event"
+
+__all__ = ["RoomEventService", "MissingEventsError", "MAX_PREV_EVENTS", "EXTREMITIES_MERGE_THRESHOLD"]
+
+
+class RoomEventService:
+    def __init__(self, hs):
+        self.hs = hs
+        self.store = hs.get(EventsStore)
+        self.state_store = hs.get(StateStore)
+        self.state = hs.get(RoomStateService)
+        self.locks = hs.get(RoomLocks)
+        self.notifier = hs.get(Notifier)
+        self._inflight_txns: dict[tuple[str, str, str], list[defer.Deferred]] = {}
+        self._merging: set[str] = set()
+
+    # =========================================================================================
+    # Local events
+    # =========================================================================================
+    async def create_and_send_event(self, room_id: str, event_type: str, content: dict, sender: str,
+                                    state_key: str | None = None, *, txn_id: str | None = None,
+                                    device_id: str | None = None, prev_event_ids: list[str] | None = None,
+                                    extra_pdu_fields: Mapping[str, Any] | None = None) -> Event:
+        """Build, sign, auth and persist a local event; return it.
+
+        ``prev_events`` are the room's forward extremities (the deepest :data:`MAX_PREV_EVENTS`)
+        unless ``prev_event_ids`` is given. The event must pass the auth rules against its auth
+        events and against the current state, else MatrixError 403 M_FORBIDDEN with the rule's
+        text. A repeated ``txn_id`` of the same (sender, device_id) returns the first event.
+        """
+        if not isinstance(content, dict):
+            raise MatrixError(400, "M_BAD_JSON", "content must be an object")
+        if txn_id is None:
+            async with self.locks.lock(room_id):
+                event = await self._send_locked(room_id, event_type, content, sender, state_key,
+                                                prev_event_ids, extra_pdu_fields, None)
+            self._maybe_merge_extremities(room_id)
+            return event
+        key = (sender, device_id or "", txn_id)
+        waiting = self._inflight_txns.get(key)
+        if waiting is not None:  # the same transaction is being sent right now
+            d: defer.Deferred = defer.Deferred()
+            waiting.append(d)
+            return await d
+        self._inflight_txns[key] = waiters = []
+        try:
+            existing = await self.store.get_event_id_for_txn(*key)
+            event = await self.store.get_event(existing) if existing else None
+            if event is None:
+                async with self.locks.lock(room_id):
+                    event = await self._send_locked(room_id, event_type, content, sender, state_key,
+                                                    prev_event_ids, extra_pdu_fields, key)
+                self._maybe_merge_extremities(room_id)
+        except BaseException as e:
+            del self._inflight_txns[key]
+            for d in waiters:
+                d.errback(e)
+            raise
+        del self._inflight_txns[key]
+        for d in waiters:
+            d.callback(event)
+        return event
+
+    async def _send_locked(self, room_id: str, event_type: str, content: dict, sender: str,
+                           state_key: str | None, prev_event_ids: list[str] | None,
+                           extra_pdu_fields: Mapping[str, Any] | None,
+                           txn_key: tuple[str, str, str] | None) -> Event:
+        snap = await self.state.get_snapshot(room_id)
+        if snap is None:
+            raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room_id}")
+        rv = snap.room_version
+        if prev_event_ids is None:
+            chosen = sorted(snap.extremities.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_PREV_EVENTS]
+            prev_ids = [e for e, _ in chosen]
+            depths = [d for _, d in chosen]
+        else:
+            metas = await self.store.get_event_metas(prev_event_ids)
+            missing = [e for e in prev_event_ids if e not in metas]
+            if missing:
+                raise MatrixError(400, "M_BAD_JSON", f"unknown prev_events {missing}")
+            prev_ids = list(dict.fromkeys(prev_event_ids))
+            depths = [metas[e].depth for e in prev_ids]
+        depth = min(max(depths, default=0) + 1, 2**63 - 1)
+        if set(prev_ids) == set(snap.extremities):
+            before = StateAt(snap.state, snap.state_group, snap.delta_depth)
+        else:
+            before = await self.state.state_after_prevs(rv, room_id, prev_ids)
+
+        pdu: dict[str, Any] = {
+            "room_id": room_id, "type": event_type, "sender": sender, "content": content,
+            "origin_server_ts": self.hs.clock_ms(), "depth": depth,
+        }
+        if state_key is not None:
+            pdu["state_key"] = state_key
+        if extra_pdu_fields:
+            for k, v in extra_pdu_fields.items():
+                pdu.setdefault(k, v)
+        draft = Event(dict(pdu, event_id="$draft", prev_events=[], auth_events=[]), rv, event_id="$draft")
+        auth_keys = event_auth.auth_types_for_event(rv, draft)
+        auth_ids = sorted(before.state[k] for k in auth_keys if k in before.state)
+        refs = await self._event_refs(rv, prev_ids + auth_ids)
+        pdu["prev_events"] = [refs[e] for e in prev_ids]
+        pdu["auth_events"] = [refs[e] for e in auth_ids]
+        event = self._sign(pdu, rv)
+
+        auth_events = await self.store.get_events(auth_ids, allow_rejected=True)
+        create_event = await self._create_event_of(event, list(auth_events.values()), before.state)
+        try:
+            event_auth.check_auth_events_list(event, [auth_events[e] for e in auth_ids], create_event)
+            event_auth.check_auth_rules(
+                event, event_auth.auth_state_from_events([auth_events[e] for e in auth_ids], create_event))
+            if before.state is not snap.state:
+                event_auth.check_auth_rules(event, await self.state.auth_state_for(event, snap.state))
+        except event_auth.AuthError as e:
+            raise forbidden(str(e)) from None
+        return await self._persist_dag_event(snap, event, before, txn_key=txn_key)
+
+    async def send_create_event(self, room_version: RoomVersion, creator: str, content: dict,
+                                room_id: str | None = None, *, is_public: bool = False) -> Event:
+        """Create a room: persist its ``m.room.create`` event (rooms/vN.md auth rule 1).
+
+        ``room_id`` is required before v12 and ignored from v12 (the room ID is derived from the
+        event, rooms/v12.md)."""
+        pdu: dict[str, Any] = {
+            "type": "m.room.create", "state_key": "", "sender": creator, "content": content,
+            "origin_server_ts": self.hs.clock_ms(), "depth": 1, "prev_events": [], "auth_events": [],
+        }
+        if not room_version.room_id_from_create_event:
+            if not room_id:
+                raise ValueError("room_id is required before room version 12")
+            pdu["room_id"] = room_id
+        event = self._sign(pdu, room_version)
+        async with self.locks.lock(event.room_id):
+            if await self.state.get_snapshot(event.room_id) is not None:
+                raise MatrixError(400, "M_ROOM_IN_USE", "Room ID already exists")
+            try:
+                event_auth.check_auth_rules(event, {})
+            except event_auth.AuthError as e:
+                raise forbidden(str(e)) from None
+            return await self._persist_dag_event(None, event, StateAt({}, None, 0),
+                                                 new_room=(creator, is_public))
+
+    def _sign(self, pdu: dict, rv: RoomVersion) -> Event:
+        if rv.event_format == EventFormat.V1:
+            pdu["event_id"] = ids.new_v1_event_id(self.hs.hostname)
+        try:
+            check_canonical_values(pdu, rv)
+        except ValueError as e:
+            raise MatrixError(400, "M_BAD_JSON", str(e)) from None
+        signed = sign_event(pdu, rv, self.hs.hostname, self.hs.signing_key)
+        if len(encode_canonical_json(signed)) > MAX_PDU_SIZE:
+            raise MatrixError(413, "M_TOO_LARGE", "Event is larger than 65536 bytes")
+        return Event(signed, rv)
+
+    async def _event_refs(self, rv: RoomVersion, event_ids: list[str]) -> dict[str, Any]:
+        """How prev_events/auth_events cite events: IDs, or ``[id, {"sha256": hash}]`` in the v1
+        event format (rooms/fragments/v1-event-format.md)."""
+        if rv.event_format != EventFormat.V1:
+            return {e: e for e in event_ids}
+        events = await self.store.get_events(event_ids, allow_rejected=True)
+        out = {}
+        for e in event_ids:
+            hashes = events[e].get("hashes") if e in events else None
+            sha = hashes.get("sha256") if isinstance(hashes, dict) else None
+            out[e] = [e, {"sha256": sha}] if sha else [e, {}]
+        return out
+
+    async def _create_event_of(self, event: Event, auth_events: list[Event],
+                               state: Mapping[StateKey, str] | None = None) -> Event | None:
+        """The room's create event as the auth rules need it: from the auth events (v1–v11) or
+        by the room ID (v12, rooms/v12.md: the room ID is the create event's ID)."""
+        if event.type == "m.room.create":
+            return None
+        for ae in auth_events:
+            if ae.type == "m.room.create" and ae.state_key == "":
+                return ae
+        if event.room_version.room_id_from_create_event and isinstance(event.room_id, str):
+            return await self.store.get_event("$" + event.room_id[1:], allow_rejected=True)
+        if state and CREATE in state:
+            return await self.store.get_event(state[CREATE], allow_rejected=True)
+        return None
+
+    # =========================================================================================
+    # Remote events
+    # =========================================================================================
+    async def handle_remote_event(self, event: Event, *, state_before: Mapping[StateKey, str] | None = None,
+                                  outlier: bool = False) -> Event:
+        """Process an event received over federation and return it as stored.
+
+        The caller has checked its signatures (server-server-api.md "Checks performed on receipt
+        of a PDU", steps 1–2). Here: a content hash mismatch means the redacted form is used (step
+        3); the event must pass auth against its auth events (step 4) and, unless it is an outlier,
+        against the state before it (step 5: ``state_before`` or the resolved states after its
+        prev_events) — else it is stored *rejected*, outside state and timeline. An accepted event
+        failing auth against the current state is *soft-failed* (step 6): stored with its state,
+        not in the timeline nor the forward extremities nor the current state.
+
+        Raises MissingEventsError (kind "auth_events", "prev_events" or "state") when events it
+        needs are not stored; federation fetches them and calls again.
+        """
+        room_id = event.room_id
+        async with self.locks.lock(room_id):
+            result = await self._handle_remote_locked(event, state_before, outlier)
+        if not outlier:
+            self._maybe_merge_extremities(room_id)
+        return result
+
+    async def _handle_remote_locked(self, event: Event, state_before: Mapping[StateKey, str] | None,
+                                    outlier: bool) -> Event:
+        room_id = event.room_id
+        rv = event.room_version
+        existing = (await self.store.get_event_metas([event.event_id])).get(event.event_id)
+        if existing is not None and (outlier or not existing.outlier):
+            return await self.store.get_event(event.event_id, allow_rejected=True)
+        if not check_content_hash(event.pdu):
+            event = Event(redact(event.pdu, rv), rv, event_id=event.event_id)
+
+        auth_map = await self.store.get_events(event.auth_event_ids, allow_rejected=True)
+        missing = [e for e in event.auth_event_ids if e not in auth_map]
+        if missing:
+            raise MissingEventsError("auth_events", missing)
+        auth_events = [auth_map[e] for e in event.auth_event_ids]
+        create_event = await self._create_event_of(event, auth_events)
+        rejected = None
+        try:
+            event_auth.check_against_auth_events(event, auth_events, create_event)
+        except event_auth.AuthError as e:
+            rejected = f"auth_events: {e}"
+
+        if outlier:
+            return await self._persist_outlier(event, rejected)
+
+        if state_before is not None:
+            state = dict(state_before)
+            group = await self.state.new_group(room_id, None, None, state)
+            before = StateAt(state, group.state_group, group.delta_depth, group)
+        else:
+            before = await self.state.state_after_prevs(rv, room_id, event.prev_event_ids)
+        if rejected is None and event.type != "m.room.create":
+            auth_state = await self.state.auth_state_for(event, before.state)
+            if CREATE not in auth_state and create_event is not None:
+                auth_state[CREATE] = create_event
+            try:
+                event_auth.check_auth_rules(event, auth_state)
+            except event_auth.AuthError as e:
+                rejected = f"state: {e}"
+
+        snap = await self.state.get_snapshot(room_id)
+        soft_failed = False
+        if rejected is None and snap is not None and event.type != "m.room.create":
+            current = await self.state.auth_state_for(event, snap.state)
+            try:
+                event_auth.check_auth_rules(event, current)
+            except event_auth.AuthError as e:
+                logger.info("soft-failing %s: %s", event.event_id, e)
+                soft_failed = True
+        new_room = None
+        if snap is None:
+            creator = create_event.sender if create_event is not None else event.sender
+            new_room = (creator, False)
+        return await self._persist_dag_event(
+            snap, event, before, rejected=rejected, soft_failed=soft_failed, new_room=new_room,
+            existing_nid=existing.event_nid if existing is not None else None)
+
+    async def _persist_outlier(self, event: Event, rejected: str | None) -> Event:
+        out_of_band = False
+        if rejected is None and event.type == "m.room.member" and isinstance(event.state_key, str) \
+                and _is_local(event.state_key, self.hs.hostname):
+            current = await self.store.get_membership(event.room_id, event.state_key)
+            out_of_band = current is None or current[0] != "join" or current[1] == event.event_id
+        item = PersistItem(event, self.store.allocate_event_nid(), outlier=True, rejected_reason=rejected,
+                           out_of_band_membership=out_of_band)
+        await self.store.persist([item])
+        if out_of_band and item.stream_ordering is not None:
+            self.notifier.notify("events", item.stream_ordering, users=[event.state_key])
+        return item.event
+
+    # =========================================================================================
+    # Shared: state after, current state, extremities, persist, notify
+    # =========================================================================================
+    async def _persist_dag_event(self, snap: RoomSnapshot | None, event: Event, before: StateAt, *,
+                                 rejected: str | None = None, soft_failed: bool = False,
+                                 txn_key: tuple[str, str, str] | None = None,
+                                 new_room: tuple[str | None, bool] | None = None,
+                                 existing_nid: int | None = None) -> Event:
+        room_id = event.room_id
+        rv = event.room_version
+        nid = existing_nid if existing_nid is not None else self.store.allocate_event_nid()
+        new_groups = [before.new_group] if before.new_group is not None else []
+
+        # The state after the event (rejected and non-state events change nothing).
+        if rejected is None and event.is_state():
+            after_state = dict(before.state)
+            after_state[event.state_tuple] = event.event_id
+            group = await self.state.new_group(room_id, before.state_group, before.state, after_state,
+                                               extra_nids={event.event_id: nid})
+            new_groups.append(group)
+            after = StateAt(after_state, group.state_group, group.delta_depth)
+        else:
+            after = StateAt(before.state, before.state_group, before.delta_depth)
+
+        delta = None
+        new_snap = None
+        extremities = None
+        if rejected is None and not soft_failed:
+            old_ext = snap.extremities if snap is not None else {}
+            prevs = set(event.prev_event_ids)
+            new_ext = {e: d for e, d in old_ext.items() if e not in prevs}
+            new_ext[event.event_id] = _depth(event)
+            extremities = ([e for e in old_ext if e not in new_ext], [event.event_id])
+            if len(new_ext) == 1:
+                current = after
+            else:
+                current = await self._resolve_current(rv, room_id, after, [e for e in new_ext if e != event.event_id])
+                if current.new_group is not None:
+                    new_groups.append(current.new_group)
+            old_state = snap.state if snap is not None else {}
+            delta = await self._current_state_delta(room_id, old_state, current, event, nid)
+            new_snap = RoomSnapshot(room_id, rv, current.state, current.state_group, current.delta_depth, new_ext)
+
+        item = PersistItem(
+            event, nid, rejected_reason=rejected, soft_failed=soft_failed,
+            state_group_before=before.state_group, state_group=after.state_group, new_groups=new_groups,
+            current_state=delta, extremities=extremities, txn_key=txn_key, new_room=new_room,
+            de_outlier=existing_nid is not None)
+        await self.store.persist([item])
+        if new_snap is not None:
+            self.state.set_snapshot(new_snap)
+        if item.in_timeline and item.stream_ordering is not None:
+            users = [u for u, _, _, _ in delta.memberships] if delta is not None else []
+            self.notifier.notify("events", item.stream_ordering, rooms=[room_id], users=users)
+        return item.event
+
+    async def _resolve_current(self, rv: RoomVersion, room_id: str, after: StateAt,
+                               other_extremities: list[str]) -> StateAt:
+        """The current state when several forward extremities remain: the resolution of the
+        states after each of them."""
+        metas = await self.store.get_event_metas(other_extremities)
+        maps = [after.state]
+        groups = [after.state_group]
+        for e in other_extremities:
+            m = metas.get(e)
+            if m is None or m.state_group is None:
+                continue
+            g = m.state_group
+            if g not in groups:
+                groups.append(g)
+                maps.append(await self.state_store.get_state_group(g))
+        if all(m == maps[0] for m in maps[1:]):
+            return after
+        resolved = await self.state.resolve(rv, maps)
+        if resolved == after.state:
+            return after
+        for g, m in zip(groups[1:], maps[1:]):
+            if m == resolved:
+                return StateAt(m, g, self.state_store.group_delta_depth(g) or 0)
+        group = await self.state.new_group(room_id, groups[1], maps[1], resolved)
+        return StateAt(resolved, group.state_group, group.delta_depth, group)
+
+    async def _current_state_delta(self, room_id: str, old: Mapping[StateKey, str], current: StateAt,
+                                   event: Event, nid: int) -> CurrentStateDelta:
+        new = current.state
+        changed = {k: v for k, v in new.items() if old.get(k) != v}
+        removed = [k for k in old if k not in new]
+        key_nids = await self.state_store.intern_keys(list(changed) + removed)
+        nids = await self.store.get_event_nids([e for e in changed.values() if e != event.event_id])
+        if event.event_id in changed.values():
+            nids[event.event_id] = nid
+        member_ids = [e for (t, _), e in changed.items() if t == "m.room.member" and e != event.event_id]
+        members = await self.store.get_events(member_ids, allow_rejected=True)
+        members[event.event_id] = event
+        memberships = []
+        for (t, sk), e in changed.items():
+            if t == "m.room.member" and e in members:
+                m = members[e].membership
+                memberships.append((sk, m if isinstance(m, str) else "leave", e, members[e].sender))
+        return CurrentStateDelta(room_id, current.state_group,
+                                 {key_nids[k]: nids[e] for k, e in changed.items() if e in nids},
+                                 [key_nids[k] for k in removed], memberships)
+
+    # =========================================================================================
+    # Forward extremities
+    # =========================================================================================
+    def _maybe_merge_extremities(self, room_id: str) -> None:
+        snap = self.state._snapshots.get(room_id)
+        if snap is None or len(snap.extremities) <= EXTREMITIES_MERGE_THRESHOLD or room_id in self._merging:
+            return
+        self._merging.add(room_id)
+        self.hs.reactor.callLater(0, lambda: defer.ensureDeferred(self._merge_extremities(room_id)))
+
+    async def _merge_extremities(self, room_id: str) -> None:
+        """Send ``org.matrix.dummy_event``s citing the forward extremities until at most
+        :data:`EXTREMITIES_MERGE_THRESHOLD` remain (as Synapse does)."""
+        try:
+            for _ in range(100):
+                snap = await self.state.get_snapshot(room_id)
+                if snap is None or len(snap.extremities) <= EXTREMITIES_MERGE_THRESHOLD:
+                    return
+                sender = await self._local_joined_member(room_id)
+                if sender is None:
+                    return
+                await self.create_and_send_event(room_id, DUMMY_EVENT_TYPE, {}, sender)
+        except Exception:
+            logger.exception("merging forward extremities of %s failed", room_id)
+        finally:
+            self._merging.discard(room_id)
+
+    async def _local_joined_member(self, room_id: str) -> str | None:
+        for user in await self.store.get_members(room_id, "join"):
+            if _is_local(user, self.hs.hostname):
+                return user
+        return None
+
+    # =========================================================================================
+    # Reads
+    # =========================================================================================
+    def current_stream_token(self) -> int:
+        """The events stream position sync may read up to."""
+        return self.store.get_current_stream_token()
+
+    async def get_room_version(self, room_id: str) -> RoomVersion | None:
+        snap = self.state._snapshots.get(room_id)
+        if snap is not None:
+            return snap.room_version
+        return await self.store.get_room_version(room_id)
+
+    async def get_current_state_ids(self, room_id: str) -> dict[StateKey, str]:
+        """The room's current state as ``(type, state_key) -> event_id`` ({} for unknown rooms).
+        The returned dict is shared: do not mutate it."""
+        return await self.state.get_current_state_ids(room_id)
+
+    async def get_current_state_event(self, room_id: str, event_type: str, state_key: str = "") -> Event | None:
+        state = await self.state.get_current_state_ids(room_id)
+        eid = state.get((event_type, state_key))
+        return await self.store.get_event(eid) if eid is not None else None
+
+    async def get_current_state_events(self, room_id: str,
+                                       keys: Iterable[StateKey] | None = None) -> dict[StateKey, Event]:
+        """Current state events (all, or only ``keys``) as ``(type, state_key) -> Event``."""
+        state = await self.state.get_current_state_ids(room_id)
+        wanted = state if keys is None else {k: state[k] for k in keys if k in state}
+        events = await self.store.get_events(wanted.values())
+        return {k: events[e] for k, e in wanted.items() if e in events}
+
+    async def get_state_ids_at(self, event_id: str) -> dict[StateKey, str] | None:
+        """The state *after* an event (including it, if it is an accepted state event); None for
+        unknown events and outliers."""
+        return await self.state.get_state_after(event_id)
+
+    async def get_state_ids_before(self, event_id: str) -> dict[StateKey, str] | None:
+        """The state *before* an event (what federation's /state_ids returns); None if unknown."""
+        return await self.state.get_state_before(event_id)
+
+    async def get_event(self, event_id: str, allow_none: bool = True, *,
+                        allow_rejected: bool = False) -> Event | None:
+        ev = await self.store.get_event(event_id, allow_rejected=allow_rejected)
+        if ev is None and not allow_none:
+            raise MatrixError(404, "M_NOT_FOUND", "Event not found")
+        return ev
+
+    async def get_events(self, event_ids: Iterable[str], *, allow_rejected: bool = False) -> dict[str, Event]:
+        return await self.store.get_events(event_ids, allow_rejected=allow_rejected)
+
+    async def get_membership(self, room_id: str, user_id: str) -> str | None:
+        """The user's current membership ("join", "invite", "leave", "ban", "knock") or None."""
+        snap = self.state._snapshots.get(room_id)
+        if snap is not None:
+            eid = snap.state.get(("m.room.member", user_id))
+            if eid is not None:
+                ev = await self.store.get_event(eid, allow_rejected=True)
+                if ev is not None:
+                    return ev.membership
+        row = await self.store.get_membership(room_id, user_id)
+        return row[0] if row else None
+
+    async def get_joined_members(self, room_id: str) -> list[str]:
+        return await self.store.get_members(room_id, "join")
+
+    async def get_rooms_for_user(self, user_id: str, memberships: Iterable[str] = ("join",)) -> list[str]:
+        return await self.store.get_rooms_for_user(user_id, tuple(memberships))
+
+
+def _is_local(user_id: str, hostname: str) -> bool:
+    try:
+        return ids.get_domain(user_id) == hostname
+    except ValueError:
+        return False
+
+
+def _depth(event: Event) -> int:
+    d = event.depth
+    return d if isinstance(d, int) and not isinstance(d, bool) else 0
