@@ -31,6 +31,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SYNAPSE_VENV = "/work/.cache/synapse-venv"
 SYNAPSE_PACKAGES = ("matrix-synapse", "psycopg2-binary")
 
+# Registration (not measured) hashes a password on both servers; cheap hashes keep set-up short.
+BCRYPT_ROUNDS = 4
+
 # A rate limit nobody reaches: Synapse has no single off switch, so every rc_* key gets this.
 _UNLIMITED = {"per_second": 1_000_000, "burst_count": 1_000_000}
 SYNAPSE_RATELIMITS = {
@@ -272,6 +275,7 @@ class SynapseServer(ServerProcess):
             "presence": {"enabled": False},
             "enable_metrics": False,
             "url_preview_enabled": False,
+            "bcrypt_rounds": BCRYPT_ROUNDS,
             **SYNAPSE_RATELIMITS,
         }
 
@@ -336,6 +340,7 @@ class UzelServer(ServerProcess):
             "trusted_key_servers": [],
             "report_stats": False,
             "url_preview_enabled": False,
+            "bcrypt_rounds": BCRYPT_ROUNDS,
             "log_level": "WARNING",
             "log_file": self.log_path,
         })
