@@ -12,9 +12,10 @@ import treq
 from twisted.internet import defer, reactor
 
 from config.loader import parse_config
-from federation.client import FederationClient, FederationUnreachable
+from config.schema import TrustedKeyServer
+from federation.client import FederationClient, FederationError, FederationUnreachable
 from federation.keys_store import KeysStore
-from federation.keyring import Keyring
+from federation.keyring import SEVEN_DAYS_MS, KeyDocumentError, KeyLookupError, Keyring, parse_key_document
 from federation.request_auth import authenticate_request, sign_request
 from homeserver.app import HomeServer
 from homeserver.cli import write_self_signed_certificate
@@ -169,3 +170,148 @@ async def test_tls_peer_with_self_signed_certificate_needs_verification_off(serv
     finally:
         await client.close()
     signing.verify_json(doc, c.hostname, *_own_key(c))
+
+
+# --- key documents and the keyring's validity rules (no network: fake client and store) -------
+
+REMOTE = "remote.test"
+REMOTE_KEY = signing.generate_signing_key("r1")
+OLD_KEY = signing.generate_signing_key("r0")
+NOTARY_KEY = signing.generate_signing_key("n1")
+DAY = 24 * 3600 * 1000
+
+
+def _doc(valid_until, key=REMOTE_KEY, server=REMOTE, old=None, sign_with=None):
+    doc = {"server_name": server, "valid_until_ts": valid_until,
+           "verify_keys": {signing.key_id(key): {"key": signing.verify_key_base64(key)}},
+           "old_verify_keys": old or {}}
+    return signing.sign_json(doc, server, sign_with or key)
+
+
+def test_key_document_validity_is_capped_at_seven_days_after_fetch():
+    keys = parse_key_document(_doc(10**13), REMOTE, 1000, REMOTE)
+    assert [(k.key_id, k.valid_until_ts) for k in keys] == [("ed25519:r1", 1000 + SEVEN_DAYS_MS)]
+    old = {"ed25519:r0": {"key": signing.verify_key_base64(OLD_KEY), "expired_ts": 500}}
+    keys = parse_key_document(_doc(5000, old=old), REMOTE, 1000, REMOTE)
+    assert {(k.key_id, k.valid_until_ts, k.expired_ts) for k in keys} == {("ed25519:r1", 5000, None),
+                                                                           ("ed25519:r0", 500, 500)}
+
+
+@pytest.mark.parametrize("doc", [
+    _doc(5000, server="other.test"),  # about another server
+    {k: v for k, v in _doc(5000).items() if k != "signatures"},  # unsigned
+    _doc(5000, sign_with=signing.generate_signing_key("r1")),  # signed by an impostor with the key id
+    dict(_doc(5000), valid_until_ts=6000),  # altered after signing
+    {k: v for k, v in _doc(5000).items() if k != "valid_until_ts"},
+    "not an object",
+])
+def test_bad_key_documents_are_refused(doc):
+    with pytest.raises(KeyDocumentError):
+        parse_key_document(doc, REMOTE, 1000, REMOTE)
+
+
+class _FakeStore:
+    def __init__(self):
+        self.keys, self.docs = {}, {}
+
+    async def store_server_keys(self, server_name, keys, document=None):
+        for k in keys:
+            self.keys.setdefault(server_name, {})[k.key_id] = k
+        if document is not None:
+            self.docs[server_name] = document
+
+    async def get_server_keys(self, server_name):
+        return dict(self.keys.get(server_name, {}))
+
+    async def get_key_document(self, server_name):
+        return self.docs.get(server_name)
+
+
+class _FakeClient:
+    def __init__(self):
+        self.direct = []  # documents to serve, in order; an exception = unreachable
+        self.notary_answers = {}
+        self.calls = []
+
+    async def get_json(self, destination, path, args=None, **_kw):
+        self.calls.append(("GET", destination, path))
+        doc = self.direct.pop(0) if self.direct else FederationError(404, "M_NOT_FOUND", "no")
+        if isinstance(doc, Exception):
+            raise doc
+        return doc
+
+    async def post_json(self, destination, path, data=None, args=None, **_kw):
+        self.calls.append(("POST", destination, path))
+        return self.notary_answers[destination]
+
+
+def _keyring(now, trusted=()):
+    hs = SimpleNamespace(hostname="us.test", signing_key=signing.generate_signing_key("us"),
+                         config=SimpleNamespace(old_signing_keys={}, trusted_key_servers=tuple(trusted)),
+                         clock_ms=lambda: now[0])
+    objs = {KeysStore: _FakeStore(), FederationClient: _FakeClient()}
+    hs.get = lambda cls: objs[cls]
+    return Keyring(hs), objs[FederationClient]
+
+
+def _signed_obj(key=REMOTE_KEY):
+    return signing.sign_json({"content": "x"}, REMOTE, key)
+
+
+@pytest_twisted.ensureDeferred
+async def test_key_validity_is_enforced_and_expired_keys_are_refetched():
+    now = [1_000_000]
+    keyring, client = _keyring(now)
+    client.direct = [_doc(now[0] + DAY)]
+    await keyring.verify_json_for_server(REMOTE, _signed_obj(), valid_at_ts=now[0])
+    await keyring.verify_json_for_server(REMOTE, _signed_obj(), valid_at_ts=now[0] + DAY)  # cached
+    assert len(client.calls) == 1
+    # an event after the key's validity: a re-fetch, but not twice within the throttle interval
+    client.direct = [_doc(now[0] + 3 * DAY)]
+    now[0] += 1000
+    with pytest.raises(KeyLookupError):
+        await keyring.verify_json_for_server(REMOTE, _signed_obj(), valid_at_ts=now[0] + 2 * DAY)
+    assert len(client.calls) == 1
+    now[0] += 60_000
+    await keyring.verify_json_for_server(REMOTE, _signed_obj(), valid_at_ts=now[0] + 2 * DAY)
+    assert len(client.calls) == 2
+    # room versions without key validity (valid_at_ts=None) accept any known key
+    await keyring.verify_json_for_server(REMOTE, _signed_obj(), valid_at_ts=None)
+    # a wrong signature with a known key fails outright
+    with pytest.raises(signing.SignatureError):
+        await keyring.verify_json_for_server(REMOTE, _signed_obj(signing.generate_signing_key("r1")),
+                                             valid_at_ts=None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_old_verify_keys_are_valid_only_until_they_expired():
+    now = [1_000_000]
+    keyring, client = _keyring(now)
+    old = {"ed25519:r0": {"key": signing.verify_key_base64(OLD_KEY), "expired_ts": 900_000}}
+    client.direct = [_doc(now[0] + DAY, old=old)]
+    await keyring.verify_json_for_server(REMOTE, _signed_obj(OLD_KEY), valid_at_ts=800_000)
+    with pytest.raises(KeyLookupError):
+        await keyring.verify_json_for_server(REMOTE, _signed_obj(OLD_KEY), valid_at_ts=950_000)
+
+
+@pytest_twisted.ensureDeferred
+async def test_notary_supplies_keys_when_the_server_is_unreachable():
+    now = [1_000_000]
+    notary = TrustedKeyServer("notary.test", {signing.key_id(NOTARY_KEY): signing.verify_key_base64(NOTARY_KEY)})
+    keyring, client = _keyring(now, [notary])
+    client.direct = [FederationUnreachable(REMOTE, "down")]
+    vouched = signing.sign_json(_doc(now[0] + DAY), "notary.test", NOTARY_KEY)
+    client.notary_answers["notary.test"] = {"server_keys": [vouched]}
+    await keyring.verify_json_for_server(REMOTE, _signed_obj(), valid_at_ts=now[0])
+    assert [c[:2] for c in client.calls] == [("GET", REMOTE), ("POST", "notary.test")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_notary_answer_without_the_notarys_signature_is_ignored():
+    now = [1_000_000]
+    notary = TrustedKeyServer("notary.test", {signing.key_id(NOTARY_KEY): signing.verify_key_base64(NOTARY_KEY)})
+    keyring, client = _keyring(now, [notary])
+    client.direct = [FederationUnreachable(REMOTE, "down")]
+    client.notary_answers["notary.test"] = {"server_keys": [_doc(now[0] + DAY)]}  # not notary-signed
+    with pytest.raises(KeyLookupError):
+        await keyring.verify_json_for_server(REMOTE, _signed_obj(), valid_at_ts=now[0])
