@@ -57,7 +57,6 @@ from .request_auth import sign_request
 
 logger = logging.getLogger(__name__)
 
-PLAIN_HTTP_CONFIG_KEY = "federation_client_plain_http_destinations"
 DEFAULT_TIMEOUT_S = 60.0
 CONNECT_TIMEOUT_S = 10.0
 MAX_RESPONSE_SIZE = 64 * 1024 * 1024
@@ -209,8 +208,8 @@ class FederationClient:
         config = hs.config
         self.reactor = hs.reactor
         self.dns = dns or TwistedDnsResolver()
-        self.plain_http_destinations = frozenset(getattr(config, PLAIN_HTTP_CONFIG_KEY, None) or ())
-        tls = _TlsPolicy(bool(getattr(config, "federation_verify_certificates", True)))
+        self.plain_http_destinations = frozenset(config.federation_client_plain_http_destinations)
+        tls = _TlsPolicy(config.federation_verify_certificates)
         self._pool = HTTPConnectionPool(self.reactor, persistent=True)
         self._pool.maxPersistentPerHost = 5
         self._pool.cachedConnectionTimeout = 120

@@ -132,15 +132,13 @@ class Keyring:
         self.server_name: str = hs.hostname
         self._own: dict[str, tuple[VerifyKey, int]] = {
             signing.key_id(hs.signing_key): (hs.signing_key.verify_key, NEVER_EXPIRES)}
-        for kid, old in (getattr(hs.config, "old_signing_keys", None) or {}).items():
-            b64 = old["key"] if isinstance(old, dict) else old.key
-            expired = old["expired_ts"] if isinstance(old, dict) else old.expired_ts
+        for kid, old in hs.config.old_signing_keys.items():  # config.schema.OldSigningKey
             try:
-                self._own.setdefault(kid, (signing.decode_verify_key(kid, b64), expired))
+                self._own.setdefault(kid, (signing.decode_verify_key(kid, old.key), old.expired_ts))
             except ValueError:
                 logger.warning("ignoring malformed old signing key %s", kid)
         self._pinned: dict[str, dict[str, VerifyKey]] = {}
-        self.trusted_key_servers = tuple(getattr(hs.config, "trusted_key_servers", ()) or ())
+        self.trusted_key_servers = tuple(hs.config.trusted_key_servers)
         for notary in self.trusted_key_servers:
             if notary.verify_keys:
                 self.pin_keys(notary.server_name, notary.verify_keys)
