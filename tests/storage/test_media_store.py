@@ -133,3 +133,149 @@ def test_file_paths_only_come_from_digests(tmp_path):
             files.path_for(bad)
     assert files.read("c" * 64) is None
     assert files.delete("c" * 64) is False
+
+
+# --- the repository's policies over a real database (no HTTP) --------------------------------
+
+class FakeHomeServer:
+    """Just what MediaRepository uses: db, config, hostname, a settable clock, the reactor, get()."""
+
+    def __init__(self, db, media_path: str, **config):
+        from twisted.internet import reactor
+        self.db = db
+        self.reactor = reactor
+        self.hostname = "test"
+        self.now = 1_000_000
+        self.config = SimpleNamespace(**{"media_store_path": media_path, "max_upload_size": 10_000,
+                                         "enable_authenticated_media": True, **config})
+        self._instances: dict = {}
+
+    def clock_ms(self) -> int:
+        return self.now
+
+    def get(self, cls):
+        if cls not in self._instances:
+            self._instances[cls] = cls(self)
+        return self._instances[cls]
+
+
+class CountingFetcher:
+    def __init__(self, data=b"remote bytes", content_type="text/plain", delay=0.0):
+        self.calls = 0
+        self.data, self.content_type, self.delay = data, content_type, delay
+
+    async def fetch(self, server_name, media_id, *, max_size, timeout_ms):
+        from twisted.internet import reactor, task
+
+        from homeserver.media.remote import FetchedMedia
+        self.calls += 1
+        if self.delay:
+            await task.deferLater(reactor, self.delay, lambda: None)
+        return FetchedMedia(self.data, self.content_type, "remote.txt")
+
+
+def _repo(database, tmp_path, **config):
+    from homeserver.media.repository import MediaRepository
+    hs = FakeHomeServer(database, str(tmp_path / "media"), **config)
+    return hs, hs.get(MediaRepository)
+
+
+async def _errcode(coro) -> tuple[int, str]:
+    from homeserver.http.errors import MatrixError
+    try:
+        await coro
+    except MatrixError as e:
+        return e.code, e.errcode
+    raise AssertionError("expected a MatrixError")
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_quota_refuses_with_403_until_the_period_has_passed(database, tmp_path):
+    from homeserver.media.repository import MediaUploadLimit
+    hs, repo = _repo(database, tmp_path, media_upload_limits=[MediaUploadLimit(60_000, 100)])
+    await repo.upload("@a:test", b"x" * 60, "text/plain", None)
+    assert await _errcode(repo.upload("@a:test", b"x" * 50, "text/plain", None)) == (403, "M_FORBIDDEN")
+    await repo.upload("@b:test", b"x" * 50, "text/plain", None)  # quotas are per user
+    hs.now += 60_001
+    await repo.upload("@a:test", b"x" * 50, "text/plain", None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_created_id_expires_when_unused(database, tmp_path):
+    hs, repo = _repo(database, tmp_path, unused_expiration_time=1000)
+    uri, expires_at = await repo.create("@a:test")
+    assert expires_at == hs.now + 1000
+    media_id = uri.rsplit("/", 1)[1]
+    hs.now += 1000
+    assert await _errcode(repo.upload_to_created("@a:test", "test", media_id, b"x", None, None)) == (404, "M_NOT_FOUND")
+    assert await _errcode(repo.download("test", media_id, timeout_ms=0)) == (404, "M_NOT_FOUND")
+    await repo._purge_expired()
+    assert await repo.store.get_local_media(media_id) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_pregenerates_the_standard_thumbnails(database, tmp_path):
+    import io
+
+    from PIL import Image
+    hs, repo = _repo(database, tmp_path, max_upload_size=10_000_000)
+    buf = io.BytesIO()
+    Image.new("RGB", (1000, 700), (1, 2, 3)).save(buf, "PNG")
+    await repo.upload("@a:test", buf.getvalue(), "image/png", None)
+    await repo.wait_for_background_work()
+    sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    sizes = {(t.width, t.height, t.method): (t.thumb_width, t.thumb_height) for t in await repo.store.list_thumbnails(sha)}
+    assert sizes == {(32, 32, "crop"): (32, 32), (96, 96, "crop"): (96, 96), (320, 240, "scale"): (320, 224),
+                     (640, 480, "scale"): (640, 448), (800, 600, "scale"): (800, 560)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_remote_media_is_fetched_once_then_served_from_the_cache(database, tmp_path):
+    from twisted.internet import defer
+    hs, repo = _repo(database, tmp_path)
+    fetcher = CountingFetcher(delay=0.05)
+    repo.set_remote_fetcher(fetcher)
+    first, second = await defer.gatherResults([
+        defer.ensureDeferred(repo.download("other.example", "abc")),
+        defer.ensureDeferred(repo.download("other.example", "abc"))])
+    third = await repo.download("other.example", "abc")
+    assert fetcher.calls == 1
+    assert first.data == second.data == third.data == b"remote bytes"
+    assert (third.content_type, third.upload_name) == ("text/plain", "remote.txt")
+    cached = await repo.store.get_remote_media("other.example", "abc")
+    assert cached.authenticated and cached.media_length == 12
+
+
+@pytest_twisted.ensureDeferred
+async def test_remote_media_rules(database, tmp_path):
+    hs, repo = _repo(database, tmp_path, max_upload_size=5)
+    assert await _errcode(repo.download("other.example", "abc")) == (404, "M_NOT_FOUND")  # no federation yet
+    repo.set_remote_fetcher(CountingFetcher(b"too many bytes"))
+    assert await _errcode(repo.download("other.example", "abc")) == (502, "M_TOO_LARGE")
+    repo.set_remote_fetcher(CountingFetcher(b"ok"))
+    assert await _errcode(repo.download("other.example", "abc", allow_remote=False)) == (404, "M_NOT_FOUND")
+    assert (await repo.download("other.example", "abc")).data == b"ok"
+    # Cached while authenticated media was on: never served on the deprecated endpoints.
+    assert await _errcode(repo.download("other.example", "abc", legacy=True)) == (404, "M_NOT_FOUND")
+
+
+@pytest_twisted.ensureDeferred
+async def test_remote_images_are_thumbnailed_locally(database, tmp_path):
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (400, 400), (9, 9, 9)).save(buf, "JPEG")
+    hs, repo = _repo(database, tmp_path, max_upload_size=10_000_000)
+    repo.set_remote_fetcher(CountingFetcher(buf.getvalue(), "image/jpeg"))
+    thumb = await repo.thumbnail("other.example", "img", 32, 32, "crop")
+    assert thumb.content_type == "image/jpeg" and Image.open(io.BytesIO(thumb.data)).size == (32, 32)
+    await repo.wait_for_background_work()
+
+
+@pytest_twisted.ensureDeferred
+async def test_quarantined_media_is_not_found(database, tmp_path):
+    hs, repo = _repo(database, tmp_path)
+    media_id = (await repo.upload("@a:test", b"bad", "text/plain", None)).rsplit("/", 1)[1]
+    await repo.store.set_local_quarantine(media_id, "@admin:test")
+    assert await _errcode(repo.download("test", media_id)) == (404, "M_NOT_FOUND")
