@@ -295,6 +295,26 @@ require_auth_for_profile_requests: false
 presence:
   enabled: true
 
+## VoIP ##
+
+# TURN server URIs handed to clients by /voip/turnServer, e.g.
+# ["turn:turn.example.org:3478?transport=udp"]. Empty: no TURN. Default [].
+turn_uris: []
+
+# The TURN server's shared secret (coturn: use-auth-secret, static-auth-secret): clients get
+# time-limited credentials. Default null.
+turn_shared_secret: null
+
+# Static TURN credentials, used only without turn_shared_secret. Default null.
+turn_username: null
+turn_password: null
+
+# How long TURN credentials stay valid. Default 1h.
+turn_user_lifetime: 1h
+
+# Give TURN credentials to guest users too. Default true.
+turn_allow_guests: true
+
 ## Media and request limits ##
 
 # Serve and store media (the media resource, /_matrix/client/v1/media). Default true.

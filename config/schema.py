@@ -199,6 +199,14 @@ class Config:
     require_auth_for_profile_requests: bool = False
     presence_enabled: bool = True  # YAML: presence.enabled
 
+    # --- VoIP (GET /voip/turnServer; Synapse's keys) ---
+    turn_uris: tuple[str, ...] = ()
+    turn_shared_secret: str | None = None  # coturn use-auth-secret (time-limited credentials)
+    turn_username: str | None = None  # static credentials, when there is no shared secret
+    turn_password: str | None = None
+    turn_user_lifetime_ms: int = 60 * 60 * 1000  # YAML key: turn_user_lifetime
+    turn_allow_guests: bool = True
+
     # --- request and media limits ---
     max_upload_size: int = 50 * 1024 * 1024  # bytes
     # uzel key: cap on every request body that is not a media upload (JSON bodies, federation
