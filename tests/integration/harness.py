@@ -200,3 +200,28 @@ def login(base: str, name: str, password: str, **extra) -> dict:
     if status != 200:
         raise AssertionError(f"login of {name} failed: {status} {resp}")
     return resp
+
+
+def db_execute(server: UzelServer, sql: str, args: tuple = ()) -> list[tuple]:
+    """Run one SQL statement (``?`` placeholders) on the server's database, committed; returns
+    the rows. For test set-up the API cannot do (registration tokens, forcing expiry)."""
+    db = server.config["database"]
+    if db["name"] == "sqlite3":
+        import sqlite3
+        conn = sqlite3.connect(db["args"]["database"], timeout=30)
+        try:
+            rows = conn.execute(sql, args).fetchall()
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
+    import psycopg2
+    conn = psycopg2.connect(db["args"]["dsn"])
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.replace("?", "%s"), args)
+            rows = cur.fetchall() if cur.description else []
+        conn.commit()
+        return rows
+    finally:
+        conn.close()
