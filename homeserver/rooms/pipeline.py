@@ -354,7 +354,8 @@ class RoomEventService:
             if len(new_ext) == 1:
                 current = after
             else:
-                current = await self._resolve_current(rv, room_id, after, [e for e in new_ext if e != event.event_id])
+                current = await self._resolve_current(rv, room_id, event, nid, after,
+                                                      [e for e in new_ext if e != event.event_id])
                 if current.new_group is not None:
                     new_groups.append(current.new_group)
             old_state = snap.state if snap is not None else {}
@@ -374,7 +375,7 @@ class RoomEventService:
             self.notifier.notify("events", item.stream_ordering, rooms=[room_id], users=users)
         return item.event
 
-    async def _resolve_current(self, rv: RoomVersion, room_id: str, after: StateAt,
+    async def _resolve_current(self, rv: RoomVersion, room_id: str, event: Event, nid: int, after: StateAt,
                                other_extremities: list[str]) -> StateAt:
         """The current state when several forward extremities remain: the resolution of the
         states after each of them."""
@@ -391,13 +392,14 @@ class RoomEventService:
                 maps.append(await self.state_store.get_state_group(g))
         if all(m == maps[0] for m in maps[1:]):
             return after
-        resolved = await self.state.resolve(rv, maps)
+        resolved = await self.state.resolve(rv, maps, unstored={event.event_id: event})
         if resolved == after.state:
             return after
         for g, m in zip(groups[1:], maps[1:]):
             if m == resolved:
                 return StateAt(m, g, self.state_store.group_delta_depth(g) or 0)
-        group = await self.state.new_group(room_id, groups[1], maps[1], resolved)
+        group = await self.state.new_group(room_id, groups[1], maps[1], resolved,
+                                           extra_nids={event.event_id: nid})
         return StateAt(resolved, group.state_group, group.delta_depth, group)
 
     async def _current_state_delta(self, room_id: str, old: Mapping[StateKey, str], current: StateAt,

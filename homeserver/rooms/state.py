@@ -189,7 +189,8 @@ class RoomStateService:
         return {k: events[e] for k, e in ids.items() if e in events}
 
     # --- resolution -------------------------------------------------------------------------
-    async def resolve(self, room_version: RoomVersion, maps: list[Mapping[StateKey, str]]) -> dict[StateKey, str]:
+    async def resolve(self, room_version: RoomVersion, maps: list[Mapping[StateKey, str]], *,
+                      unstored: Mapping[str, Event] | None = None) -> dict[StateKey, str]:
         """State resolution of ``maps`` (state_res.resolve_state) in a worker thread.
 
         The auth difference is computed here (IDs only, in SQL) as
@@ -197,7 +198,8 @@ class RoomStateService:
         set-specific events with their auth chains: equal to ``∪Ci − ∩Ci`` of
         homeserver/protocol/auth_chain.py, without walking the unconflicted state's chains in
         Python. The events resolution reads are prefetched; the loader falls back to a blocking
-        fetch through the reactor for anything else."""
+        fetch through the reactor for anything else. ``unstored`` are events the maps cite that
+        are not persisted yet (the event being processed)."""
         unconflicted, conflicted = state_res.separate(maps)
         if not conflicted:
             return unconflicted
@@ -207,7 +209,7 @@ class RoomStateService:
         prefetch: set[str] = set().union(*specific)
         difference: set[str] | None = None
         if room_version.state_res != StateResAlgorithm.V1:
-            chains = [s | await self.store.get_auth_chain_ids(sorted(s)) for s in specific]
+            chains = [s | await self._auth_chain(s, unstored) for s in specific]
             union = set().union(*chains)
             candidates = union - set.intersection(*chains)
             if candidates:
@@ -218,7 +220,8 @@ class RoomStateService:
             prefetch |= union
         else:
             prefetch |= set(unconflicted.values())
-        loaded = await self.store.get_events(prefetch, allow_rejected=True)
+        loaded = await self.store.get_events(prefetch - set(unstored or ()), allow_rejected=True)
+        loaded.update(unstored or {})
         # Unconflicted events the auth checks read: create, power levels, join rules, and the
         # memberships of the senders and targets among the loaded events.
         people = {ev.sender for ev in loaded.values()} | {
@@ -245,6 +248,19 @@ class RoomStateService:
         return await threads.deferToThreadPool(
             reactor, reactor.getThreadPool(), state_res.resolve_state, room_version, maps, get_event,
             auth_difference)
+
+
+    async def _auth_chain(self, event_ids: set[str], unstored: Mapping[str, Event] | None) -> set[str]:
+        """The auth chain of ``event_ids`` (IDs only, from the stored auth edges); events not
+        stored yet contribute their own auth events and those events' chains."""
+        unstored = unstored or {}
+        starts = {e for e in event_ids if e not in unstored}
+        direct: set[str] = set()
+        for e in event_ids:
+            if e in unstored:
+                direct.update(unstored[e].auth_event_ids)
+        starts |= direct
+        return direct | await self.store.get_auth_chain_ids(sorted(starts))
 
 
 def _as_deferred(coro):
