@@ -1,0 +1,27 @@
+"""Pushers (client-server-api/modules/push.md "Client behaviour", pusher.yaml). Pushers are
+stored; delivery to push gateways is not implemented yet."""
+from __future__ import annotations
+
+from homeserver.accounts.auth import AuthService
+from homeserver.client.push_service import PusherService
+
+
+def register_routes(hs, router) -> None:
+    auth = hs.get(AuthService)
+    pushers = hs.get(PusherService)
+
+    async def get_pushers(request):
+        """GET /_matrix/client/v3/pushers: the user's pushers."""
+        requester = await auth.get_requester(request)
+        return 200, {"pushers": await pushers.get_pushers(requester.user_id)}
+
+    async def set_pusher(request):
+        """POST /_matrix/client/v3/pushers/set: create or update a pusher, or delete it with
+        ``kind: null``; 400 M_MISSING_PARAM naming missing fields, M_INVALID_PARAM for bad values."""
+        requester = await auth.get_requester(request)
+        body = request.json()
+        await pushers.set_pusher(requester.user_id, requester.device_id, body)
+        return 200, {}
+
+    router.add_client("GET", "/pushers", get_pushers)
+    router.add_client("POST", "/pushers/set", set_pusher)
