@@ -127,10 +127,14 @@ def test_html_is_served_as_attachment_never_inline(server, alice):
     assert r.headers["Content-Disposition"] == 'attachment; filename="x.html"'
 
 
-def test_non_ascii_file_name_uses_rfc6266_filename_star(server, alice):
-    media_id = upload(server, alice[1], image_bytes((10, 10)), "image/jpeg", "kočka 猫.jpg")
+@pytest.mark.parametrize("name,param", [
+    ("kočka 猫.jpg", "filename*=utf-8''ko%C4%8Dka%20%E7%8C%AB.jpg"),
+    ('say "hi".jpg', "filename*=utf-8''say%20%22hi%22.jpg"),  # no quoted-string escaping games
+])
+def test_non_ascii_or_quoted_file_name_uses_rfc6266_filename_star(server, alice, name, param):
+    media_id = upload(server, alice[1], image_bytes((10, 10)), "image/jpeg", name)
     r = download(server, alice[1], media_id)
-    assert r.headers["Content-Disposition"] == "inline; filename*=utf-8''ko%C4%8Dka%20%E7%8C%AB.jpg"
+    assert r.headers["Content-Disposition"] == "inline; " + param
 
 
 def test_zero_byte_upload_is_accepted_and_downloads_empty(server, alice):
