@@ -163,8 +163,7 @@ class RoomStateService:
         if prev_group is not None and prev_depth is None:
             await self.state_store.get_state_group(prev_group)
             prev_depth = self.state_store.group_delta_depth(prev_group)
-        snapshot = prev_group is None or prev_depth is None or prev_depth + 1 >= 100 \
-            or len(delta) * 2 > len(new_state) + 1
+        snapshot = self.state_store.needs_snapshot(prev_group, prev_depth, len(delta), len(new_state))
         needed = new_state if snapshot else {k: v for k, v in delta.items() if v is not None}
         keys = new_state.keys() if snapshot else delta.keys()
         key_nids = await self.state_store.intern_keys(keys)

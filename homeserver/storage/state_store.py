@@ -102,6 +102,13 @@ class StateStore:
         cached = self._groups.get(group)
         return cached[1] if cached is not None else None
 
+    @staticmethod
+    def needs_snapshot(prev_group: int | None, prev_depth: int | None, delta_size: int, state_size: int) -> bool:
+        """Whether a new group is written as a full snapshot: no usable previous group, the delta
+        chain would reach :data:`SNAPSHOT_INTERVAL`, or the delta is bigger than half the state."""
+        return prev_group is None or prev_depth is None or prev_depth + 1 >= SNAPSHOT_INTERVAL \
+            or delta_size * 2 > state_size + 1
+
     def prepare_group(self, room_id: str, prev_group: int | None, prev_depth: int | None,
                       new_state: dict[StateKey, str], delta: Mapping[StateKey, str | None],
                       key_nids: Mapping[StateKey, int], event_nids: Mapping[str, int]) -> NewStateGroup:
@@ -111,8 +118,7 @@ class StateStore:
         ``key_nids``/``event_nids`` must cover the keys and events that will be written (the
         delta's, or the whole state's for a snapshot)."""
         group = self.allocate_group()
-        if prev_group is None or prev_depth is None or prev_depth + 1 >= SNAPSHOT_INTERVAL \
-                or len(delta) * 2 > len(new_state) + 1:
+        if self.needs_snapshot(prev_group, prev_depth, len(delta), len(new_state)):
             entries = [(key_nids[k], event_nids[e]) for k, e in new_state.items()]
             return NewStateGroup(group, room_id, None, 0, entries, new_state)
         entries = [(key_nids[k], event_nids[e] if e is not None else None) for k, e in delta.items()]
