@@ -197,7 +197,8 @@ class MatrixResource(Resource):
         request.setResponseCode(code)
         request.setHeader(b"Content-Type", content_type.encode("ascii"))
         request.setHeader(b"Content-Length", str(len(body)).encode("ascii"))
-        request.setHeader(b"Cache-Control", b"no-cache, no-store, must-revalidate")
+        if not request.responseHeaders.hasHeader(b"Cache-Control"):
+            request.setHeader(b"Cache-Control", b"no-cache, no-store, must-revalidate")
         if request.method != b"HEAD":
             request.write(body)
         request.finish()
