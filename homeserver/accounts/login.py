@@ -116,6 +116,8 @@ class LoginService:
         if user is None or not await self.hasher.check(password, user.password_hash):
             self.limiter.record("rc_login.failed_attempts", key)
             raise forbidden(_BAD_CREDENTIALS)
+        if user.locked:  # "Account locking": no new access tokens while locked
+            raise MatrixError(401, "M_USER_LOCKED", "This account has been locked", soft_logout=True)
         return user.user_id
 
     async def _canonical_user_id(self, user_id: str) -> str | None:

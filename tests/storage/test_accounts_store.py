@@ -321,3 +321,17 @@ async def test_token_resolvers_answer_for_appservice_tokens(hs):
     auth.token_resolvers.append(resolver)
     requester = await auth.get_requester(FakeRequest("as_token"))
     assert requester.app_service is service and requester.device_id is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_locked_account_cannot_log_in(hs):
+    from homeserver.accounts.login import LoginService
+    from homeserver.accounts.passwords import hash_password_sync
+    store = hs.get(AccountsStore)
+    await store.create_user("@locked:test.local", hash_password_sync("pw", 4), NOW)
+    body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "locked"}, "password": "pw"}
+    assert (await hs.get(LoginService).login(dict(body), "127.0.0.1"))["user_id"] == "@locked:test.local"
+    await store.set_locked("@locked:test.local", True)
+    with pytest.raises(MatrixError) as e:
+        await hs.get(LoginService).login(dict(body), "127.0.0.1")
+    assert (e.value.code, e.value.errcode, e.value.extra["soft_logout"]) == (401, "M_USER_LOCKED", True)

@@ -30,18 +30,19 @@ def register_routes(hs, router) -> None:
 
     async def update_device(request, deviceId):
         """PUT /_matrix/client/v3/devices/{deviceId}: set display_name (absent: unchanged);
-        404 for unknown devices (only application services may create devices)."""
+        404 for unknown devices, except that application services create them (201, v1.17)."""
         requester = await auth.get_requester(request)
         body = request.json()
+        name = body.get("display_name")
+        if name is not None and not isinstance(name, str):
+            raise invalid_param("'display_name' must be a string")
+        if await devices.get_device(requester.user_id, deviceId) is None:
+            if requester.app_service is None:
+                raise not_found("Device not found")
+            await devices.ensure_device(requester.user_id, deviceId, name)
+            return 201, {}
         if "display_name" in body:
-            name = body["display_name"]
-            if name is not None and not isinstance(name, str):
-                raise invalid_param("'display_name' must be a string")
-            found = await devices.set_display_name(requester.user_id, deviceId, name)
-        else:
-            found = await devices.get_device(requester.user_id, deviceId) is not None
-        if not found:
-            raise not_found("Device not found")
+            await devices.set_display_name(requester.user_id, deviceId, name)
         return 200, {}
 
     async def delete_device(request, deviceId):
