@@ -206,3 +206,135 @@ async def test_presence_rows_and_changes(database):
     only_bob = await store.get_presence_changes(0, ids.current_token(), [BOB])
     assert [r.user_id for r in only_bob] == [BOB]
     assert await store.get_presence_changes(0, ids.current_token(), []) == []
+
+
+# --- the services' streams (what /sync reads) ------------------------------------------------------
+
+class FakeHS:
+    """Just enough of HomeServer for the client-feature services."""
+
+    def __init__(self, db, presence_enabled=True):
+        from twisted.internet import reactor
+        self.db = db
+        self.hostname = "test"
+        self.config = SimpleNamespace(presence_enabled=presence_enabled)
+        self.reactor = reactor
+        self._instances = {}
+
+    def get(self, cls):
+        if cls not in self._instances:
+            self._instances[cls] = cls(self)
+        return self._instances[cls]
+
+    def clock_ms(self):
+        import time
+        return int(time.time() * 1000)
+
+
+@pytest_twisted.ensureDeferred
+async def test_account_data_stream_changes_and_notifications(database):
+    from homeserver.client.account_data import AccountDataService
+    from homeserver.client.push_service import PushRulesService
+    from homeserver.sync.notifier import Notifier
+
+    hs = FakeHS(database)
+    service = hs.get(AccountDataService)
+    heard = []
+    service.listeners.append(lambda *args: heard.append(args))
+    initial = await service.get_changes_since(ALICE, None)
+    assert [e["type"] for e in initial.global_events] == [PUSH_RULES_TYPE]  # always on initial sync
+    assert initial.global_events[0]["content"]["global"]["override"][0]["rule_id"] == ".m.rule.master"
+
+    await service.set_global(ALICE, "org.example.a", {"a": 1})
+    after_first = service.current_token()
+    await service.set_room(ALICE, ROOM, "org.example.r", {"r": 1})
+    await service.add_tag(ALICE, ROOM, "m.favourite", {"order": 0.1})
+    await hs.get(PushRulesService).set_enabled(ALICE, "override", ".m.rule.master", True)
+    await service.set_global(BOB, "org.example.b", {})
+
+    changes = await service.get_changes_since(ALICE, after_first)
+    assert changes.token == service.current_token()
+    assert [e["type"] for e in changes.global_events] == [PUSH_RULES_TYPE]
+    assert changes.global_events[0]["content"]["global"]["override"][0]["enabled"] is True
+    assert changes.room_events == {ROOM: [{"type": "org.example.r", "content": {"r": 1}},
+                                          {"type": "m.tag", "content": {"tags": {"m.favourite": {"order": 0.1}}}}]}
+    everything = await service.get_changes_since(ALICE, 0)
+    assert {e["type"] for e in everything.global_events} == {"org.example.a", PUSH_RULES_TYPE}
+    assert (await service.get_changes_since(ALICE, service.current_token())).global_events == []
+    assert heard[-1] == ("account_data", service.current_token(), (), (BOB,))
+    assert hs.get(Notifier).current_token("account_data") == service.current_token()
+
+
+@pytest_twisted.ensureDeferred
+async def test_presence_stream_carries_profile_and_respects_visibility(database):
+    from homeserver.client.presence import PresenceService
+
+    hs = FakeHS(database)
+    await _add_profile_row(database, ALICE, "Alice")
+    presence = hs.get(PresenceService)
+
+    async def visible(user_id):
+        return {ALICE, BOB} if user_id in (ALICE, BOB) else {user_id}
+
+    async def rooms(user_id):
+        return [ROOM]
+    presence.visible_users_provider = visible
+    presence.joined_rooms_provider = rooms
+    heard = []
+    presence.listeners.append(lambda *args: heard.append(args))
+
+    await presence.set_state(ALICE, "online", "lunch")
+    start = presence.current_token()
+    await presence.set_state(BOB, "unavailable")
+    events = await presence.get_changes_since(BOB, 0)
+    by_sender = {e["sender"]: e for e in events}
+    assert by_sender[ALICE]["type"] == "m.presence"
+    assert by_sender[ALICE]["content"]["presence"] == "online"
+    assert by_sender[ALICE]["content"]["status_msg"] == "lunch"
+    assert by_sender[ALICE]["content"]["displayname"] == "Alice"
+    assert by_sender[BOB]["content"]["presence"] == "unavailable"
+    assert [e["sender"] for e in await presence.get_changes_since(BOB, start)] == [BOB]
+    assert await presence.get_changes_since("@carol:test", 0) == []  # sees neither
+    assert heard[-1] == ("presence", presence.current_token(), (ROOM,), (BOB,))
+    assert await presence.may_see(BOB, ALICE) and not await presence.may_see("@carol:test", ALICE)
+
+
+@pytest_twisted.ensureDeferred
+async def test_presence_disabled_writes_nothing(database):
+    from homeserver.client.presence import PresenceService
+
+    presence = FakeHS(database, presence_enabled=False).get(PresenceService)
+    await presence.set_state(ALICE, "online")
+    await presence.on_user_sync(ALICE)
+    assert presence.current_token() == 0
+    assert await presence.get_status(ALICE) == {"presence": "offline"}
+    assert await presence.get_changes_since(ALICE, 0) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_profile_change_runs_hooks_and_reannounces_presence(database):
+    from homeserver.client.presence import PresenceService
+    from homeserver.client.profile import ProfileService
+
+    hs = FakeHS(database)
+    await _add_profile_row(database, ALICE, "alice")
+    profiles = hs.get(ProfileService)
+    presence = hs.get(PresenceService)
+
+    async def no_rooms(user_id):
+        return []
+    presence.joined_rooms_provider = no_rooms
+    calls = []
+
+    async def hook(user_id, old, new):
+        calls.append((user_id, old, new))
+    profiles.on_profile_changed.append(hook)
+    me = SimpleNamespace(user_id=ALICE, is_guest=False)
+    await profiles.set_field(me, ALICE, "m.tz", "UTC")  # not a membership-visible field: no hook
+    assert calls == [] and presence.current_token() == 0
+    await profiles.set_field(me, ALICE, "displayname", "Alice A.")
+    assert calls == [(ALICE, {"displayname": "alice", "m.tz": "UTC"}, {"displayname": "Alice A.", "m.tz": "UTC"})]
+    events = await presence.get_changes_since(ALICE, 0)
+    assert events[0]["content"]["displayname"] == "Alice A."
+    await profiles.set_field(me, ALICE, "displayname", "Alice A.")  # unchanged: no hook
+    assert len(calls) == 1
