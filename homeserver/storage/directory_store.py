@@ -213,6 +213,7 @@ class DirectoryStore:
                                 before: tuple[int, str] | None = None, search: str | None = None,
                                 room_types: Sequence[str | None] | None = None,
                                 network: tuple[str, str] | None = None,
+                                include_all_networks: bool = False,
                                 joinable_only: bool = True) -> PublicRoomsPage:
         """Published rooms, largest first (joined_members DESC, room_id ASC).
 
@@ -220,13 +221,17 @@ class DirectoryStore:
         page (keyset pagination); ``search`` a substring of name, topic or canonical alias;
         ``room_types`` the room types to keep (None in the list keeps rooms without a type);
         ``network`` an (appservice_id, network_id) whose published rooms are listed instead of the
+        server's own; ``include_all_networks`` adds every appservice-published room to the
         server's own; ``joinable_only`` keeps rooms with a public or knock join rule, or
         world-readable history (client-server-api "Published room directory": servers MAY filter)."""
         where: list[str] = []
         args: list = []
         if network is None:
             source = "rooms r JOIN room_stats s ON s.room_id = r.room_id"
-            where.append("r.is_public = ?")
+            if include_all_networks:
+                where.append("(r.is_public = ? OR r.room_id IN (SELECT room_id FROM appservice_room_list))")
+            else:
+                where.append("r.is_public = ?")
             args.append(True)
         else:
             source = "appservice_room_list a JOIN room_stats s ON s.room_id = a.room_id"

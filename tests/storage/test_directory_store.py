@@ -134,6 +134,8 @@ async def test_unpublished_rooms_are_not_listed_but_appservice_networks_are(stor
     await store.set_appservice_room_visibility("as1", "irc", "!private:test", True)
     page = await store.list_public_rooms(limit=10, network=("as1", "irc"))
     assert [r.room_id for r in page.rooms] == ["!private:test"]
+    page = await store.list_public_rooms(limit=10, include_all_networks=True)
+    assert [r.room_id for r in page.rooms] == ["!private:test"]
     await store.set_appservice_room_visibility("as1", "irc", "!private:test", False)
     assert (await store.list_public_rooms(limit=10, network=("as1", "irc"))).rooms == []
 
