@@ -359,7 +359,8 @@ class RoomEventService:
                 if current.new_group is not None:
                     new_groups.append(current.new_group)
             old_state = snap.state if snap is not None else {}
-            delta = await self._current_state_delta(room_id, old_state, current, event, nid)
+            if current.state is not old_state or snap is None or current.state_group != snap.state_group:
+                delta = await self._current_state_delta(room_id, old_state, current, event, nid)
             new_snap = RoomSnapshot(room_id, rv, current.state, current.state_group, current.delta_depth, new_ext)
 
         item = PersistItem(
@@ -421,7 +422,8 @@ class RoomEventService:
                 memberships.append((sk, m if isinstance(m, str) else "leave", e, members[e].sender))
         return CurrentStateDelta(room_id, current.state_group,
                                  {key_nids[k]: nids[e] for k, e in changed.items() if e in nids},
-                                 [key_nids[k] for k in removed], memberships)
+                                 [key_nids[k] for k in removed], memberships,
+                                 [sk for t, sk in removed if t == "m.room.member"])
 
     # =========================================================================================
     # Forward extremities

@@ -52,14 +52,16 @@ class EventMeta:
 
 @dataclass
 class CurrentStateDelta:
-    """Changes to a room's current state: keys set (key_nid -> event_nid), keys removed, and the
-    membership rows that change with them ``(user_id, membership, event_id, sender)``."""
+    """Changes to a room's current state: keys set (key_nid -> event_nid), keys removed, the
+    membership rows that change with them ``(user_id, membership, event_id, sender)`` and the users
+    whose membership left the state (state resolution can drop a key)."""
 
     room_id: str
     state_group: int
     to_set: dict[int, int] = field(default_factory=dict)
     to_remove: list[int] = field(default_factory=list)
     memberships: list[tuple[str, str, str, str]] = field(default_factory=list)
+    memberships_removed: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -233,6 +235,8 @@ class EventsStore:
                     "INSERT INTO current_state (room_id, key_nid, event_nid) VALUES (?, ?, ?)"
                     " ON CONFLICT (room_id, key_nid) DO UPDATE SET event_nid = excluded.event_nid",
                     [(cs.room_id, k, e) for k, e in cs.to_set.items()])
+                txn.executemany("DELETE FROM room_memberships WHERE room_id = ? AND user_id = ?",
+                                [(cs.room_id, u) for u in cs.memberships_removed])
             memberships = list(cs.memberships) if cs is not None else []
             if item.out_of_band_membership:
                 memberships.append((ev.state_key, ev.membership, ev.event_id, ev.sender))
