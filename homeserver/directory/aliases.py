@@ -117,7 +117,7 @@ class AliasService:
             raise not_found(f"Room alias {alias} not found.")
         if not (record.creator == requester.user_id or self._namespace(alias, requester) == "owner"
                 or await self.auth.is_server_admin(requester.user_id)
-                or await self._may_change_canonical_alias(record.room_id, requester.user_id)):
+                or await self.may_change_canonical_alias(record.room_id, requester.user_id)):
             raise forbidden("You don't have permission to delete the alias.")
         room_id = await self.store.delete_alias(alias)
         if room_id is None:
@@ -125,7 +125,9 @@ class AliasService:
         await self._remove_from_canonical_alias(room_id, alias, requester.user_id)
         return room_id
 
-    async def _may_change_canonical_alias(self, room_id: str, user_id: str) -> bool:
+    async def may_change_canonical_alias(self, room_id: str, user_id: str) -> bool:
+        """Whether a joined member's power level reaches the level for sending
+        ``m.room.canonical_alias`` (the test for deleting others' aliases and publishing rooms)."""
         state = await self.events.get_current_state_events(
             room_id, [("m.room.create", ""), ("m.room.power_levels", "")])
         if ("m.room.create", "") not in state:

@@ -18,12 +18,13 @@ import base64
 import json
 from typing import Any, Awaitable, Callable
 
-from homeserver.accounts.auth import Requester
+from homeserver.accounts.auth import AuthService, Requester
 from homeserver.http.errors import MatrixError, forbidden, invalid_param, not_found
 from homeserver.protocol import ids
 from homeserver.rooms.pipeline import RoomEventService
 from homeserver.storage.directory_store import DirectoryStore
 
+from .aliases import AliasService
 from .stats import RoomStatsService, summary_chunk
 
 #: Rooms per page when the client gives no limit, and the most it may ask for.
@@ -64,6 +65,8 @@ class PublicRoomListService:
         self.store = hs.get(DirectoryStore)
         self.stats = hs.get(RoomStatsService)
         self.events = hs.get(RoomEventService)
+        self.auth = hs.get(AuthService)
+        self.aliases = hs.get(AliasService)
         self.remote_lister: RemoteLister | None = None
         self.instance_resolver: Callable[[str], tuple[str, str] | None] = _default_instance
 
@@ -79,12 +82,10 @@ class PublicRoomListService:
         """``PUT /directory/list/room/{roomId}``: publish or unpublish. Allowed for server admins and
         joined members who may send ``m.room.canonical_alias`` (as Synapse: room moderators);
         404 for unknown rooms, 403 otherwise."""
-        from .aliases import AliasService  # the power check lives with aliases
         if await self.store.get_room_visibility(room_id) is None:
             raise not_found("Room not found")
-        aliases = self.hs.get(AliasService)
-        if not (await aliases.auth.is_server_admin(requester.user_id)
-                or await aliases._may_change_canonical_alias(room_id, requester.user_id)):
+        if not (await self.auth.is_server_admin(requester.user_id)
+                or await self.aliases.may_change_canonical_alias(room_id, requester.user_id)):
             raise forbidden("You don't have permission to change the room's directory visibility")
         await self.store.set_room_visibility(room_id, visibility == "public")
         if visibility == "public":
