@@ -128,6 +128,26 @@ class DeviceKeysService:
             result["user_signing_keys"] = usks
         return result
 
+    async def get_user_devices(self, user_id: str) -> dict:
+        """The federation ``GET /user/devices/{userId}`` body (server-server-api "Device
+        Management", user_devices.yaml): devices with keys, display names, cross-signing keys
+        and the user's device-list stream ID."""
+        answer = await self.query_local(None, {user_id: []})
+        devices = []
+        for device_id, keys in sorted(answer["device_keys"].get(user_id, {}).items()):
+            entry = {"device_id": device_id, "keys": {k: v for k, v in keys.items() if k != "unsigned"}}
+            name = keys.get("unsigned", {}).get("device_display_name")
+            if name is not None:
+                entry["device_display_name"] = name
+            devices.append(entry)
+        out = {"user_id": user_id, "stream_id": await self.store.get_user_device_list_position(user_id),
+               "devices": devices}
+        if user_id in answer["master_keys"]:
+            out["master_key"] = answer["master_keys"][user_id]
+        if user_id in answer["self_signing_keys"]:
+            out["self_signing_key"] = answer["self_signing_keys"][user_id]
+        return out
+
     async def _query_remote(self, destination: str, query: dict, timeout_ms: int, result: dict) -> None:
         if self.federation is None:
             result["failures"][destination] = {"status": 503, "message": "Federation key queries are not available"}

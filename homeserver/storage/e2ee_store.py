@@ -302,6 +302,13 @@ class E2eeStore:
             return [(int(r[0]), r[1], r[2]) for r in txn.fetchall()]
         return await self.db.run("get_device_list_stream", txn_fn, readonly=True)
 
+    async def get_user_device_list_position(self, user_id: str) -> int:
+        """The latest public device-list stream ID of a user (0 if none)."""
+        def txn_fn(txn: Txn):
+            return int(txn.scalar("SELECT COALESCE(MAX(stream_id), 0) FROM e2e_device_list_stream WHERE user_id = ?"
+                                  " AND only_for IS NULL", (user_id,)) or 0)
+        return await self.db.run("get_user_device_list_position", txn_fn, readonly=True)
+
     # --- room membership reads (tables of storage/schema/0010_rooms.sql) ---------------------
     async def get_users_sharing_room(self, user_id: str) -> set[str]:
         """Users joined to a room the user is joined to (the user included if joined anywhere)."""

@@ -41,6 +41,7 @@ async def test_device_keys_change_only_when_different_and_join_display_names(dat
     assert await store.query_device_keys({ALICE: ["OTHER"]}) == {ALICE: {}}
     assert await store.get_device_list_changes(0, 2, CAROL) == ({ALICE}, set())
     assert await store.get_device_list_stream(0, 5) == [(1, ALICE, "DEV1")]
+    assert (await store.get_user_device_list_position(ALICE), await store.get_user_device_list_position(BOB)) == (1, 0)
 
 
 @pytest_twisted.ensureDeferred
