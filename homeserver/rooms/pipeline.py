@@ -55,6 +55,10 @@ class RoomEventService:
         self.locks = hs.get(RoomLocks)
         self.notifier = hs.get(Notifier)
         self._inflight_txns: dict[tuple[str, str, str], list[defer.Deferred]] = {}
+        #: ``async fn(event, state_after) -> fn(txn, item) | None`` run under the room lock before
+        #: an event that enters the timeline is persisted; a returned function is run inside the
+        #: persist transaction (homeserver/push/notification_counts.py writes push actions so).
+        self.persist_hooks: list = []
         self._merging: set[str] = set()
 
     # =========================================================================================
@@ -73,6 +77,10 @@ class RoomEventService:
         """
         if not isinstance(content, dict):
             raise MatrixError(400, "M_BAD_JSON", "content must be an object")
+        if not isinstance(event_type, str) or not event_type:
+            raise MatrixError(400, "M_BAD_JSON", "event type must be a non-empty string")
+        if state_key is not None and not isinstance(state_key, str):
+            raise MatrixError(400, "M_BAD_JSON", "state_key must be a string")
         if txn_id is None:
             async with self.locks.lock(room_id):
                 event = await self._send_locked(room_id, event_type, content, sender, state_key,
@@ -188,10 +196,11 @@ class RoomEventService:
             pdu["event_id"] = ids.new_v1_event_id(self.hs.hostname)
         try:
             check_canonical_values(pdu, rv)
-        except ValueError as e:
-            raise MatrixError(400, "M_BAD_JSON", str(e)) from None
-        signed = sign_event(pdu, rv, self.hs.hostname, self.hs.signing_key)
-        if len(encode_canonical_json(signed)) > MAX_PDU_SIZE:
+            signed = sign_event(pdu, rv, self.hs.hostname, self.hs.signing_key)
+            size = len(encode_canonical_json(signed))
+        except (ValueError, TypeError) as e:
+            raise MatrixError(400, "M_BAD_JSON", f"Event is not valid canonical JSON: {e}") from None
+        if size > MAX_PDU_SIZE:
             raise MatrixError(413, "M_TOO_LARGE", "Event is larger than 65536 bytes")
         return Event(signed, rv)
 
@@ -305,6 +314,53 @@ class RoomEventService:
             snap, event, before, rejected=rejected, soft_failed=soft_failed, new_room=new_room,
             existing_nid=existing.event_nid if existing is not None else None)
 
+    async def handle_remote_outliers(self, events: Iterable[Event]) -> dict[str, Event]:
+        """Store many events as outliers in one transaction (the state and auth chain of a
+        send_join response, fetched auth events), each checked against its auth events
+        (server-server-api.md "Checks performed on receipt of a PDU", steps 3–4).
+
+        Auth events may be in the batch (any order: they are processed auth-first) or already
+        stored; otherwise MissingEventsError("auth_events"). Events already stored are returned as
+        stored. Returns every event of the batch by ID, rejected ones with ``rejected_reason``."""
+        batch = {ev.event_id: ev for ev in events}
+        metas = await self.store.get_event_metas(batch)
+        out = await self.store.get_events([e for e in batch if e in metas], allow_rejected=True)
+        new = {eid: ev for eid, ev in batch.items() if eid not in metas}
+        referenced = {a for ev in new.values() for a in ev.auth_event_ids if a not in new}
+        v12_creates = {"$" + ev.room_id[1:] for ev in new.values()
+                       if ev.room_version.room_id_from_create_event and ev.type != "m.room.create"
+                       and isinstance(ev.room_id, str)}
+        known = await self.store.get_events((referenced | v12_creates) - set(new), allow_rejected=True)
+        missing = referenced - set(known)
+        if missing:
+            raise MissingEventsError("auth_events", missing)
+        items = []
+        for ev in _auth_order(new):
+            if not check_content_hash(ev.pdu):
+                ev = Event(redact(ev.pdu, ev.room_version), ev.room_version, event_id=ev.event_id)
+            auth_events = [known[a] for a in ev.auth_event_ids if a in known]
+            rejected = None
+            if len(auth_events) != len(ev.auth_event_ids):
+                rejected = "auth_events: an auth event is part of an auth cycle"
+            else:
+                create = None
+                if ev.type != "m.room.create":
+                    create = next((a for a in auth_events if a.type == "m.room.create" and a.state_key == ""), None)
+                    if create is None and isinstance(ev.room_id, str):
+                        create = known.get("$" + ev.room_id[1:])
+                try:
+                    event_auth.check_against_auth_events(ev, auth_events, create)
+                except event_auth.AuthError as e:
+                    rejected = f"auth_events: {e}"
+            if rejected is not None:
+                ev = Event(ev.pdu, ev.room_version, event_id=ev.event_id, rejected_reason=rejected)
+            known[ev.event_id] = ev
+            items.append(PersistItem(ev, self.store.allocate_event_nid(), outlier=True, rejected_reason=rejected))
+        if items:
+            await self.store.persist(items)
+        out.update({item.event.event_id: item.event for item in items})
+        return out
+
     async def _persist_outlier(self, event: Event, rejected: str | None) -> Event:
         out_of_band = False
         if rejected is None and event.type == "m.room.member" and isinstance(event.state_key, str) \
@@ -336,7 +392,7 @@ class RoomEventService:
             after_state = dict(before.state)
             after_state[event.state_tuple] = event.event_id
             group = await self.state.new_group(room_id, before.state_group, before.state, after_state,
-                                               extra_nids={event.event_id: nid})
+                                               prev_depth=before.delta_depth, extra_nids={event.event_id: nid})
             new_groups.append(group)
             after = StateAt(after_state, group.state_group, group.delta_depth)
         else:
@@ -368,6 +424,8 @@ class RoomEventService:
             state_group_before=before.state_group, state_group=after.state_group, new_groups=new_groups,
             current_state=delta, extremities=extremities, txn_key=txn_key, new_room=new_room,
             de_outlier=existing_nid is not None)
+        if item.in_timeline and self.persist_hooks:
+            await self._run_persist_hooks(item, after.state)
         await self.store.persist([item])
         if new_snap is not None:
             self.state.set_snapshot(new_snap)
@@ -375,6 +433,16 @@ class RoomEventService:
             users = [u for u, _, _, _ in delta.memberships] if delta is not None else []
             self.notifier.notify("events", item.stream_ordering, rooms=[room_id], users=users)
         return item.event
+
+    async def _run_persist_hooks(self, item: PersistItem, state_after: Mapping[StateKey, str]) -> None:
+        for hook in list(self.persist_hooks):
+            try:
+                write = await hook(item.event, state_after)
+            except Exception:
+                logger.exception("persist hook %r failed for %s", hook, item.event.event_id)
+                continue
+            if write is not None:
+                item.extra_writes.append(write)
 
     async def _resolve_current(self, rv: RoomVersion, room_id: str, event: Event, nid: int, after: StateAt,
                                other_extremities: list[str]) -> StateAt:
@@ -537,3 +605,26 @@ def _is_local(user_id: str, hostname: str) -> bool:
 def _depth(event: Event) -> int:
     d = event.depth
     return d if isinstance(d, int) and not isinstance(d, bool) else 0
+
+
+def _auth_order(events: Mapping[str, Event]) -> list[Event]:
+    """``events`` with every event after its auth events that are in the batch (Kahn's algorithm;
+    events on an auth cycle come last, in ID order)."""
+    waiting = {eid: {a for a in ev.auth_event_ids if a in events and a != eid} for eid, ev in events.items()}
+    dependents: dict[str, list[str]] = {eid: [] for eid in events}
+    for eid, deps in waiting.items():
+        for d in deps:
+            dependents[d].append(eid)
+    ready = sorted(eid for eid, deps in waiting.items() if not deps)
+    out: list[Event] = []
+    done: set[str] = set()
+    while ready:
+        eid = ready.pop()
+        out.append(events[eid])
+        done.add(eid)
+        for child in dependents[eid]:
+            waiting[child].discard(eid)
+            if not waiting[child]:
+                ready.append(child)
+    out.extend(events[eid] for eid in sorted(events) if eid not in done)
+    return out

@@ -83,8 +83,7 @@ class RoomStateService:
         row = await self.store.load_room_snapshot(room_id)
         if row is None:
             return None
-        self.state_store._key_nids.update(row.key_nids)
-        self.state_store._keys_by_nid.update({v: k for k, v in row.key_nids.items()})
+        self.state_store.remember_keys(row.key_nids)
         snap = RoomSnapshot(room_id, row.room_version, row.state, row.state_group, row.delta_depth,
                             row.extremities)
         if self._generation.get(room_id, 0) == gen:
@@ -149,17 +148,19 @@ class RoomStateService:
         return depth if depth is not None else 0
 
     async def new_group(self, room_id: str, prev_group: int | None, prev_state: Mapping[StateKey, str] | None,
-                        new_state: dict[StateKey, str], *,
+                        new_state: dict[StateKey, str], *, prev_depth: int | None = None,
                         extra_nids: Mapping[str, int] | None = None) -> NewStateGroup:
         """A state group for ``new_state`` (to be written with the event), as a delta over
-        ``prev_group`` whose full map is ``prev_state`` when possible. ``extra_nids`` gives the nids
-        of events not stored yet (the event being persisted)."""
+        ``prev_group`` whose full map is ``prev_state`` when possible. ``prev_depth`` is
+        ``prev_group``'s delta depth when the caller knows it (required when that group is not
+        stored yet); ``extra_nids`` gives the nids of events not stored yet."""
         prev_state = prev_state or {}
         delta: dict[StateKey, str | None] = {k: v for k, v in new_state.items() if prev_state.get(k) != v}
         for k in prev_state:
             if k not in new_state:
                 delta[k] = None
-        prev_depth = self.state_store.group_delta_depth(prev_group) if prev_group is not None else None
+        if prev_depth is None and prev_group is not None:
+            prev_depth = self.state_store.group_delta_depth(prev_group)
         if prev_group is not None and prev_depth is None:
             await self.state_store.get_state_group(prev_group)
             prev_depth = self.state_store.group_delta_depth(prev_group)

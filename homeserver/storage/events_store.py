@@ -87,6 +87,9 @@ class PersistItem:
     # The event is already stored as an outlier and now joins the DAG.
     de_outlier: bool = False
     stream_ordering: int | None = None
+    # Extra writes ``fn(txn, item)`` run in the persist transaction after the event's rows (with
+    # ``item.stream_ordering`` set): the pipeline's persist hooks add them (push actions).
+    extra_writes: list = field(default_factory=list)
 
     @property
     def in_timeline(self) -> bool:
@@ -260,6 +263,8 @@ class EventsStore:
                     "INSERT INTO event_txn_ids (user_id, device_id, txn_id, room_id, event_id, inserted_ts)"
                     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (user_id, device_id, txn_id, ev.room_id, ev.event_id, now))
+            for write in item.extra_writes:
+                write(txn, item)
 
     def _after_persist(self, item: PersistItem) -> None:
         ev = item.event
@@ -465,6 +470,37 @@ class EventsStore:
         if memberships is not None and not memberships:
             return []
         return await self.db.run("get_memberships_for_user", txn_fn, readonly=True)
+
+    async def get_membership_changes(self, user_id: str, from_exclusive: int,
+                                     to_inclusive: int) -> list["MembershipRow"]:
+        """The user's membership rows whose last change is in ``(from_exclusive, to_inclusive]``
+        (rooms joined, left, invited to since a sync token), oldest first."""
+        def txn_fn(txn: Txn):
+            txn.execute(
+                "SELECT room_id, membership, event_id, sender, stream_ordering FROM room_memberships"
+                " WHERE user_id = ? AND stream_ordering > ? AND stream_ordering <= ? ORDER BY stream_ordering",
+                (user_id, from_exclusive, to_inclusive))
+            return [MembershipRow(*r) for r in txn.fetchall()]
+        return await self.db.run("get_membership_changes", txn_fn, readonly=True)
+
+    # --- redactions -------------------------------------------------------------------------
+    async def get_redactions(self, event_ids: Iterable[str]) -> dict[str, list[str]]:
+        """For each of ``event_ids`` that some stored m.room.redaction targets: the IDs of those
+        redaction events (whether they are valid is the caller's policy)."""
+        ids_ = list(dict.fromkeys(event_ids))
+
+        def txn_fn(txn: Txn):
+            out: dict[str, list[str]] = {}
+            for start in range(0, len(ids_), 500):
+                chunk = ids_[start:start + 500]
+                txn.execute(f"SELECT redacts, event_id FROM redactions WHERE redacts IN ({','.join('?' * len(chunk))})",
+                            chunk)
+                for redacts, eid in txn.fetchall():
+                    out.setdefault(redacts, []).append(eid)
+            return out
+        if not ids_:
+            return {}
+        return await self.db.run("get_redactions", txn_fn, readonly=True)
 
     # --- transaction IDs --------------------------------------------------------------------
     async def get_event_id_for_txn(self, user_id: str, device_id: str, txn_id: str) -> str | None:

@@ -63,6 +63,11 @@ class StateStore:
                 txn.scalar("SELECT COALESCE(MAX(state_group), 0) FROM state_groups") or 0)
 
     # --- keys ---------------------------------------------------------------------------------
+    def remember_keys(self, key_nids: Mapping[StateKey, int]) -> None:
+        """Record key nids read elsewhere (e.g. with a room's current state)."""
+        self._key_nids.update(key_nids)
+        self._keys_by_nid.update({v: k for k, v in key_nids.items()})
+
     def cached_key_nid(self, key: StateKey) -> int | None:
         return self._key_nids.get(key)
 

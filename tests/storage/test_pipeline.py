@@ -306,3 +306,55 @@ async def test_state_survives_a_restart(hs):
     nxt = await fsvc.create_and_send_event(room_id, "m.room.message", {"body": "x"}, ALICE)
     assert nxt.prev_event_ids == [last.event_id]
     assert fsvc.current_stream_token() > svc.current_stream_token()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_busy_room_does_not_block_another_room(hs):
+    from homeserver.rooms.locks import RoomLocks
+    busy = await hs.get(RoomCreationService).create_room(ALICE)
+    free = await hs.get(RoomCreationService).create_room(ALICE)
+    locks = hs.get(RoomLocks)
+    held = defer.Deferred()
+
+    async def hold():
+        async with locks.lock(busy):
+            await held
+    holder = defer.ensureDeferred(hold())
+    blocked = defer.ensureDeferred(message(hs, busy, body="waits"))
+    ev = await message(hs, free, body="goes")  # completes while `busy` is locked
+    assert ev.room_id == free and not blocked.called
+    held.callback(None)
+    await holder
+    assert (await blocked).room_id == busy
+
+
+@pytest_twisted.ensureDeferred
+async def test_membership_changes_and_redactions_are_queryable(hs):
+    svc = hs.get(RoomEventService)
+    store = hs.get(EventsStore)
+    room_id = await hs.get(RoomCreationService).create_room(ALICE, preset="public_chat")
+    token = svc.current_stream_token()
+    await svc.create_and_send_event(room_id, "m.room.member", {"membership": "join"}, BOB, BOB)
+    await svc.create_and_send_event(room_id, "m.room.member", {"membership": "leave"}, BOB, BOB)
+    changes = await store.get_membership_changes(BOB, token, svc.current_stream_token())
+    assert [(c.room_id, c.membership) for c in changes] == [(room_id, "leave")]
+    assert await svc.get_rooms_for_user(BOB, ["leave"]) == [room_id]
+    msg = await message(hs, room_id)
+    red = await svc.create_and_send_event(room_id, "m.room.redaction", {"redacts": msg.event_id}, ALICE)
+    assert await store.get_redactions([msg.event_id, red.event_id]) == {msg.event_id: [red.event_id]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_content_is_refused_with_400_and_huge_events_with_413(hs):
+    room_id = await hs.get(RoomCreationService).create_room(ALICE)
+    svc = hs.get(RoomEventService)
+    for content in ({"n": 1.5}, {"n": 2**60}, {"n": float("nan")}):
+        with pytest.raises(MatrixError) as e:
+            await svc.create_and_send_event(room_id, "m.room.message", content, ALICE)
+        assert (e.value.code, e.value.errcode) == (400, "M_BAD_JSON")
+    with pytest.raises(MatrixError) as e:
+        await svc.create_and_send_event(room_id, "m.room.message", {"body": "x" * 70000}, ALICE)
+    assert (e.value.code, e.value.errcode) == (413, "M_TOO_LARGE")
+    with pytest.raises(MatrixError) as e:
+        await svc.create_and_send_event(room_id, "m.room.topic", {"topic": "x"}, ALICE, 5)
+    assert e.value.code == 400

@@ -226,6 +226,10 @@ async def test_remote_invite_outlier_and_joining_a_remote_room(hs):
     state_with_invite[("m.room.member", ALICE)] = invite.event_id
     await svc.handle_remote_event(msg, state_before=state_with_invite)
     assert (await svc.get_room_version(room_id)).identifier == "12"
+    # The invite itself arriving later in the DAG joins the timeline (no longer an outlier).
+    await svc.handle_remote_event(invite, state_before=state)
+    meta = (await hs.get(EventsStore).get_event_metas([invite.event_id]))[invite.event_id]
+    assert not meta.outlier and meta.stream_ordering is not None
     assert await svc.get_current_state_ids(room_id) == state_with_invite
     assert await svc.get_membership(room_id, ALICE) == "invite"
 
@@ -239,3 +243,54 @@ async def test_event_with_a_bad_content_hash_is_stored_redacted(hs):
     stored = await svc.handle_remote_event(tampered)
     assert stored.content == {}
     assert (await svc.get_event(ev.event_id)).content == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_joining_a_remote_room_stores_its_state_as_outliers_in_one_batch(hs):
+    """As after send_join: the room's state and auth chain arrive in any order and are stored in
+    one transaction, a forged event among them is rejected, then the join gets that state."""
+    svc = hs.get(RoomEventService)
+    rv = KNOWN_ROOM_VERSIONS["11"]
+    remote = FakeRemote(svc)
+    room_id = f"!joinme:{REMOTE}"
+    create = await remote.build(room_id, rv, "m.room.create", CAROL, {"room_version": "11"}, prevs=[],
+                                state={}, state_key="")
+    state = {("m.room.create", ""): create.event_id}
+    chain = [create]
+    everything = {create.event_id: create}
+    svc_get = svc.get_events
+
+    async def get_events(ids_, allow_rejected=False):  # the fake remote knows its own events
+        found = await svc_get(ids_, allow_rejected=allow_rejected)
+        found.update({i: everything[i] for i in ids_ if i in everything})
+        return found
+    svc.get_events = get_events
+    for etype, sk, content in [("m.room.member", CAROL, {"membership": "join"}),
+                               ("m.room.power_levels", "", {"users": {CAROL: 100}}),
+                               ("m.room.join_rules", "", {"join_rule": "public"}),
+                               ("m.room.member", DAVE, {"membership": "join"})]:
+        sender = sk if etype == "m.room.member" else CAROL
+        ev = await remote.build(room_id, rv, etype, sender, content, prevs=[chain[-1]], state=state, state_key=sk)
+        everything[ev.event_id] = ev
+        state[(etype, sk)] = ev.event_id
+        chain.append(ev)
+    # A forged name change by Dave (power 0, needs 50).
+    forged = await remote.build(room_id, rv, "m.room.name", DAVE, {"name": "pwned"}, prevs=[chain[-1]], state=state,
+                                state_key="")
+    svc.get_events = svc_get
+    stored = await svc.handle_remote_outliers(list(reversed(chain)) + [forged])
+    assert all(stored[e.event_id].rejected_reason is None for e in chain)
+    assert stored[forged.event_id].rejected_reason.startswith("auth_events:")
+    metas = await hs.get(EventsStore).get_event_metas(stored)
+    assert all(m.outlier and m.stream_ordering is None for m in metas.values())
+    # Again: nothing is stored twice.
+    again = await svc.handle_remote_outliers(chain)
+    assert set(again) == {e.event_id for e in chain}
+
+    # The join (built by us in reality, here by the remote for brevity) with the room's state.
+    join = await remote.build(room_id, rv, "m.room.member", "@eve:remote.test", {"membership": "join"},
+                              prevs=[chain[-1]], state=state, state_key="@eve:remote.test")
+    await svc.handle_remote_event(join, state_before=state)
+    current = await svc.get_current_state_ids(room_id)
+    assert current == {**state, ("m.room.member", "@eve:remote.test"): join.event_id}
+    assert sorted(await svc.get_joined_members(room_id)) == [CAROL, "@dave:remote.test", "@eve:remote.test"]
