@@ -34,6 +34,7 @@ class DeviceListService:
         self.sync_token_parser: Callable[[str], tuple[int, int | None]] | None = None
         # Seam for federation: called with the stream ID of each public change batch.
         self.on_change: list[Callable[[int, Sequence[Change]], object]] = []
+        self._unnotified: list[tuple[int, list[Change]]] = []
         from homeserver.accounts.devices import DeviceService
         devices = hs.get(DeviceService)
         devices.on_device_updated.append(self._device_updated)
@@ -82,11 +83,17 @@ class DeviceListService:
         changes = list(changes)
         from homeserver.sync.notifier import Notifier
         notifier = self.hs.get(Notifier)
-        for user_id in sorted({c[0] for c in changes if c[2] is None}):
+        # Notify at the current position, which an earlier change still being written holds
+        # below stream_id: such changes wait here until the position passes them.
+        self._unnotified.append((stream_id, changes))
+        token = self.current_position()
+        ready = [c for sid, cs in self._unnotified if sid <= token for c in cs]
+        self._unnotified = [(sid, cs) for sid, cs in self._unnotified if sid > token]
+        for user_id in sorted({c[0] for c in ready if c[2] is None}):
             rooms = await self.store.get_joined_rooms(user_id)
-            notifier.notify(STREAM, stream_id, rooms=rooms, users=[user_id])
-        for only_for in sorted({c[2] for c in changes if c[2] is not None}):
-            notifier.notify(STREAM, stream_id, users=[only_for])
+            notifier.notify(STREAM, token, rooms=rooms, users=[user_id])
+        for only_for in sorted({c[2] for c in ready if c[2] is not None}):
+            notifier.notify(STREAM, token, users=[only_for])
         public = [c for c in changes if c[2] is None]
         if public:
             for hook in list(self.on_change):

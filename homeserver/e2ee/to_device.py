@@ -28,6 +28,7 @@ class ToDeviceService:
         self.store = hs.get(E2eeStore)
         # Seam for the federation sender: fn(destination) after messages for it were queued.
         self.on_remote_queued: list[Callable[[str], object]] = []
+        self._unnotified: list[tuple[int, set[str]]] = []
 
     def current_position(self) -> int:
         """The to-device stream position every committed message is at or below."""
@@ -71,16 +72,27 @@ class ToDeviceService:
                                                              self.hs.clock_ms())
         finally:
             self.store.to_device_ids.finish(ids)
-        if not stored or not ids:
-            return  # a retried transaction, or nothing to deliver
-        from homeserver.sync.notifier import Notifier
-        self.hs.get(Notifier).notify(STREAM, max(ids), users=sorted({u for u, _, _ in local}))
+        if stored and local:
+            self._unnotified.append((max(ids), {u for u, _, _ in local}))
+        self._notify_ready()
+        if not stored:
+            return  # a retried transaction
         for destination in sorted(remote):
             for hook in list(self.on_remote_queued):
                 try:
                     hook(destination)
                 except Exception:
                     logger.exception("to-device outbox hook failed for %s", destination)
+
+    def _notify_ready(self) -> None:
+        """Wake recipients at the current position. An earlier send still being written holds the
+        position below later IDs; recipients of those wait in _unnotified until it passes them."""
+        from homeserver.sync.notifier import Notifier
+        token = self.current_position()
+        users = {u for sid, us in self._unnotified if sid <= token for u in us}
+        self._unnotified = [(sid, us) for sid, us in self._unnotified if sid > token]
+        if users:
+            self.hs.get(Notifier).notify(STREAM, token, users=sorted(users))
 
     async def get_to_device(self, user_id: str, device_id: str, since: int, limit: int = DEFAULT_SYNC_LIMIT,
                             to: int | None = None) -> tuple[list[dict], int]:
