@@ -28,9 +28,8 @@ class DeviceListService:
     def __init__(self, hs):
         self.hs = hs
         self.store = hs.get(E2eeStore)
-        # Seam for the sync helper: turns a /sync next_batch token into
-        # (device-list stream position, events stream position or None). Until one is set,
-        # /keys/changes accepts plain integers (device-list positions).
+        # Overrides how /keys/changes reads sync tokens: token -> (device-list position,
+        # events position or None). Default: homeserver.sync.tokens.SyncToken.
         self.sync_token_parser: Callable[[str], tuple[int, int | None]] | None = None
         # Seam for federation: called with the stream ID of each public change batch.
         self.on_change: list[Callable[[int, Sequence[Change]], object]] = []
@@ -46,19 +45,21 @@ class DeviceListService:
         return self.store.device_list_ids.current_token()
 
     def parse_sync_token(self, token: str) -> tuple[int, int | None]:
-        """(device-list position, events position or None) of a sync token (/keys/changes)."""
+        """(device-list position, events position) of a /sync ``next_batch`` token
+        (homeserver/sync/tokens.py); a bare integer is taken as a device-list position alone."""
+        from homeserver.sync.tokens import SyncToken, TokenError
         if self.sync_token_parser is not None:
             try:
                 return self.sync_token_parser(token)
             except ValueError as e:
                 raise invalid_param(f"Invalid sync token {token!r}: {e}") from None
+        if token.isascii() and token.isdigit() and len(token) <= 19:
+            return int(token), None
         try:
-            pos = int(token)
-        except ValueError:
-            raise invalid_param(f"Invalid sync token {token!r}") from None
-        if pos < 0:
-            raise invalid_param(f"Invalid sync token {token!r}")
-        return pos, None
+            parsed = SyncToken.parse(token)
+        except TokenError as e:
+            raise invalid_param(f"Invalid sync token {token!r}: {e}") from None
+        return parsed.device_lists, parsed.events
 
     # --- who shares a room with whom ------------------------------------------------------------
     async def users_sharing_room_with(self, user_id: str) -> set[str]:

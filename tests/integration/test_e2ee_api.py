@@ -232,6 +232,23 @@ def test_keys_changes_lists_room_sharers_whose_keys_changed(server):
     assert alice.call("GET", "/keys/changes", params={"from": "x", "to": "y"})[1]["errcode"] == "M_INVALID_PARAM"
 
 
+def test_keys_changes_with_sync_tokens_reports_new_sharers_and_users_who_left(server):
+    alice, dave, erin = Device(server), Device(server), Device(server)
+    room = f"!tokens{alice.name}:test.local"
+    base = 5_000_000
+    rows = [(alice, "join", 1), (dave, "join", 1), (dave, "leave", base + 1), (erin, "join", base + 2)]
+    for user, membership, stream in rows:
+        db_execute(server, "INSERT INTO room_memberships (room_id, user_id, membership, event_id, sender,"
+                           " stream_ordering) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, user_id) DO UPDATE"
+                           " SET membership = excluded.membership, stream_ordering = excluded.stream_ordering",
+                   (room, user.user_id, membership, f"$m{user.name}{stream}", user.user_id, stream))
+    dl = db_execute(server, "SELECT COALESCE(MAX(stream_id), 0) FROM e2e_device_list_stream")[0][0]
+    since, now = f"s{base}_0_0_0_0_0_{dl}", f"s{base + 5}_0_0_0_0_0_{dl}"
+    status, body = alice.call("GET", "/keys/changes", params={"from": since, "to": now})
+    assert (status, body) == (200, {"changed": [erin.user_id], "left": [dave.user_id]})
+    assert alice.call("GET", "/keys/changes", params={"from": "s1_2", "to": now})[1]["errcode"] == "M_INVALID_PARAM"
+
+
 # --- cross-signing -----------------------------------------------------------------------------
 
 def test_cross_signing_upload_is_free_once_then_needs_uia_and_is_shown_per_viewer(server):
