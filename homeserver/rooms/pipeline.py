@@ -26,6 +26,7 @@ from homeserver.protocol.redaction import redact
 from homeserver.protocol.room_versions import EventFormat, RoomVersion
 from homeserver.protocol.signing import sign_event
 from homeserver.storage.events_store import CurrentStateDelta, EventsStore, PersistItem
+from homeserver.storage.lru import LruCache
 from homeserver.storage.state_store import StateKey, StateStore
 from homeserver.sync.notifier import Notifier
 
@@ -60,6 +61,9 @@ class RoomEventService:
         #: persist transaction (homeserver/push/notification_counts.py writes push actions so).
         self.persist_hooks: list = []
         self._merging: set[str] = set()
+        # Joined members per room and joined rooms per user, invalidated on membership changes.
+        self._joined_members = _GenerationCache(20_000)
+        self._joined_rooms = _GenerationCache(100_000)
 
     # =========================================================================================
     # Local events
@@ -371,6 +375,7 @@ class RoomEventService:
                            out_of_band_membership=out_of_band)
         await self.store.persist([item])
         if out_of_band and item.stream_ordering is not None:
+            self._joined_rooms.invalidate(event.state_key)
             self.notifier.notify("events", item.stream_ordering, users=[event.state_key])
         return item.event
 
@@ -429,6 +434,10 @@ class RoomEventService:
         await self.store.persist([item])
         if new_snap is not None:
             self.state.set_snapshot(new_snap)
+        if delta is not None and (delta.memberships or delta.memberships_removed):
+            self._joined_members.invalidate(room_id)
+            for user in [u for u, _, _, _ in delta.memberships] + delta.memberships_removed:
+                self._joined_rooms.invalidate(user)
         if item.in_timeline and item.stream_ordering is not None:
             users = [u for u, _, _, _ in delta.memberships] if delta is not None else []
             self.notifier.notify("events", item.stream_ordering, rooms=[room_id], users=users)
@@ -589,10 +598,39 @@ class RoomEventService:
         return row[0] if row else None
 
     async def get_joined_members(self, room_id: str) -> list[str]:
-        return await self.store.get_members(room_id, "join")
+        """The users joined to the room, sorted (cached per room). Do not mutate the list."""
+        return await self._joined_members.get(room_id, lambda: self.store.get_members(room_id, "join"))
 
     async def get_rooms_for_user(self, user_id: str, memberships: Iterable[str] = ("join",)) -> list[str]:
-        return await self.store.get_rooms_for_user(user_id, tuple(memberships))
+        """The rooms where the user's membership is one of ``memberships``, sorted (joined rooms
+        are cached per user)."""
+        memberships = tuple(memberships)
+        if memberships == ("join",):
+            return list(await self._joined_rooms.get(
+                user_id, lambda: self.store.get_rooms_for_user(user_id, memberships)))
+        return await self.store.get_rooms_for_user(user_id, memberships)
+
+
+class _GenerationCache:
+    """An LRU of values loaded from the database, where a load that raced with an invalidation
+    is not cached (the generation counter of the key moved while it ran)."""
+
+    def __init__(self, size: int):
+        self._cache = LruCache(size)
+        self._generation: dict[str, int] = {}
+
+    async def get(self, key: str, load):
+        value = self._cache.get(key)
+        if value is None:
+            gen = self._generation.get(key, 0)
+            value = await load()
+            if self._generation.get(key, 0) == gen:
+                self._cache.set(key, value)
+        return value
+
+    def invalidate(self, key: str) -> None:
+        self._generation[key] = self._generation.get(key, 0) + 1
+        self._cache.pop(key)
 
 
 def _is_local(user_id: str, hostname: str) -> bool:

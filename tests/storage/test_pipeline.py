@@ -334,8 +334,12 @@ async def test_membership_changes_and_redactions_are_queryable(hs):
     store = hs.get(EventsStore)
     room_id = await hs.get(RoomCreationService).create_room(ALICE, preset="public_chat")
     token = svc.current_stream_token()
+    assert await svc.get_rooms_for_user(BOB) == [] and await svc.get_joined_members(room_id) == [ALICE]
     await svc.create_and_send_event(room_id, "m.room.member", {"membership": "join"}, BOB, BOB)
+    assert await svc.get_rooms_for_user(BOB) == [room_id]  # the cached answers follow the changes
+    assert await svc.get_joined_members(room_id) == [ALICE, BOB]
     await svc.create_and_send_event(room_id, "m.room.member", {"membership": "leave"}, BOB, BOB)
+    assert await svc.get_rooms_for_user(BOB) == [] and await svc.get_joined_members(room_id) == [ALICE]
     changes = await store.get_membership_changes(BOB, token, svc.current_stream_token())
     assert [(c.room_id, c.membership) for c in changes] == [(room_id, "leave")]
     assert await svc.get_rooms_for_user(BOB, ["leave"]) == [room_id]
