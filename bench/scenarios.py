@@ -247,7 +247,8 @@ class InitialSync(Scenario):
         m = ctx.matrix
         users = await ctx.users(s.sync_members, "isync")
         me, others = users[0], users[1:]
-        rooms = await gather_limited([lambda: ctx.public_room(me, others) for _ in range(s.sync_rooms)], 4)
+        # One client creating its rooms one after another (joins and messages then go concurrently).
+        rooms = [await ctx.public_room(me, others) for _ in range(s.sync_rooms)]
         sends = [lambda r=r, k=k: m.send_message(users[k % len(users)], r, f"history {k}")
                  for r in rooms for k in range(s.sync_messages)]
         await gather_limited(sends, USERS_CONCURRENT)

@@ -171,6 +171,7 @@ class ServerProcess:
         self.log_path = os.path.join(self.workdir, "server.log")
         self.proc: subprocess.Popen | None = None
         self.version = "?"
+        self.cpus: set[int] | None = None  # CPU affinity of the server (all its threads), None: any
 
     # subclasses
     def prepare(self) -> None:
@@ -192,9 +193,13 @@ class ServerProcess:
         out = open(os.path.join(self.workdir, "stdout.log"), "ab")
         self.proc = subprocess.Popen(self.command(), cwd=self.workdir, env=self.environment(),
                                      stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=self._set_affinity)
         out.close()
         self.wait_ready(timeout)
+
+    def _set_affinity(self) -> None:  # runs in the child before exec: every thread inherits it
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)
 
     def wait_ready(self, timeout: float) -> None:
         """Poll GET /_matrix/client/versions until it answers 200; fail if the process exits."""
