@@ -734,3 +734,39 @@ def test_rate_limits_return_limit_exceeded(limited):
     inv_room = create(limited, it)
     results = [member_op(limited, it, inv_room, "invite", {"user_id": user(limited)[0]})[0] for _ in range(3)]
     assert results[:2] == [200, 200] and results[2] == 429
+
+
+def test_members_at_a_stream_token(server):
+    alice, at = user(server)
+    bob, bt = user(server)
+    room = create(server, at, preset="public_chat")
+    _, sent = send(server, at, room)
+    (pos,), = db_execute(server, "SELECT stream_ordering FROM events WHERE event_id = ?", (sent["event_id"],))
+    join(server, bt, room)
+    status, resp = api(server.base_url, "GET", f"{V3}/rooms/{q(room)}/members", at, params={"at": f"s{pos}"})
+    assert status == 200 and {e["state_key"] for e in resp["chunk"]} == {alice}
+    status, resp = api(server.base_url, "GET", f"{V3}/rooms/{q(room)}/members", at, params={"at": "garbage"})
+    assert status == 400 and resp["errcode"] == "M_INVALID_PARAM"
+
+
+guests = make_server_fixture({"allow_guest_access": True}, engines=("sqlite",))
+
+
+def _guest(srv):
+    status, resp = api(srv.base_url, "POST", V3 + "/register", params={"kind": "guest"}, json={})
+    assert status == 200, resp
+    return resp["user_id"], resp["access_token"]
+
+
+def test_guests_join_only_rooms_with_guest_access(guests):
+    _, at = user(guests)
+    _, gt = _guest(guests)
+    closed = create(guests, at, preset="public_chat")
+    status, resp = member_op(guests, gt, closed, "join")
+    assert status == 403 and resp["errcode"] == "M_FORBIDDEN"
+    open_room = create(guests, at, preset="public_chat", initial_state=[
+        {"type": "m.room.guest_access", "content": {"guest_access": "can_join"}}])
+    assert member_op(guests, gt, open_room, "join") == (200, {"room_id": open_room})
+    assert send(guests, gt, open_room)[0] == 200
+    status, resp = api(guests.base_url, "POST", V3 + "/createRoom", gt, json={})
+    assert status == 403 and resp["errcode"] == "M_GUEST_ACCESS_FORBIDDEN"
