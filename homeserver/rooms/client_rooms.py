@@ -23,8 +23,7 @@ from homeserver.accounts.ratelimit import Ratelimiter
 from homeserver.http.errors import MatrixError, bad_json, forbidden, invalid_param, missing_param, not_found
 from homeserver.protocol import ids
 from homeserver.protocol.events import Event
-from homeserver.protocol.power_levels import (get_named_level, get_power_level_for_event,
-                                              get_user_power_level, parse_level)
+from homeserver.protocol.power_levels import get_named_level, get_user_power_level, parse_level
 from homeserver.protocol.room_versions import get_room_version
 from homeserver.storage.room_extras_store import RoomExtrasStore
 
@@ -534,6 +533,3 @@ def check_event_type(event_type: str) -> None:
     if len(event_type.encode("utf-8")) > MAX_TYPE_BYTES:
         raise invalid_param("Event type is longer than 255 bytes")
 
-
-__all__ = ["ClientRoomService", "CreateRoomRequest", "parse_create_room", "stream_position_of_token",
-           "check_event_type", "TRUSTED_PRIVATE_CHAT", "get_power_level_for_event"]

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from typing import Any
 
 from twisted.internet import defer
 
 from homeserver.http.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from homeserver.protocol import ids
-from homeserver.protocol.power_levels import get_power_level_for_event, get_user_power_level, parse_level
+from homeserver.protocol.power_levels import (get_creators, get_power_level_for_event, get_user_power_level,
+                                              parse_level)
 from homeserver.protocol.room_versions import get_room_version
 
 from .creation import RoomCreationService
@@ -113,16 +113,18 @@ class RoomUpgradeService:
             users = final_pl.get("users") if isinstance(final_pl.get("users"), dict) else {}
             final_pl["users"] = users
             if not rv.privileged_creators:
-                # The upgrader needs enough power in the new room to send the copied state.
-                needed = max([100] + [lvl for lvl in (parse_level(v, rv) for v in _levels(final_pl)) if lvl is not None])
+                if old_create is not None and old_create.room_version.privileged_creators:
+                    # Creators had infinite power in the old room; in the new one they get 100.
+                    for creator in get_creators(old_create):
+                        users[creator] = 100
+                # The upgrader needs enough power in the new room to send the copied state:
+                # raised for the creation, then the old levels are sent.
+                needed = max([100] + [lvl for lvl in (parse_level(v, rv) for v in _levels(final_pl))
+                                      if lvl is not None])
                 have = parse_level(users.get(user_id, final_pl.get("users_default", 0)), rv) or 0
-                current = get_user_power_level(user_id, old_state)
                 if have < needed:
                     temp_pl = copy.deepcopy(final_pl)
                     temp_pl["users"][user_id] = needed
-                    if math.isinf(current):
-                        final_pl["users"][user_id] = 100
-                        temp_pl = None if needed <= 100 else temp_pl
             initial_state.append({"type": "m.room.power_levels", "state_key": "",
                                   "content": temp_pl if temp_pl is not None else final_pl})
 

@@ -637,6 +637,11 @@ def test_room_upgrade_to_v12_and_bad_input(server):
                        ({"new_version": "12", "additional_creators": "x"}, "M_BAD_JSON")):
         status, resp = api(server.base_url, "POST", f"{V3}/rooms/{q(new)}/upgrade", at, json=body)
         assert status == 400 and resp["errcode"] == code, (body, resp)
+    status, resp = api(server.base_url, "POST", f"{V3}/rooms/{q(new)}/upgrade", at, json={"new_version": "11"})
+    assert status == 200
+    back = resp["replacement_room"]
+    users = state(server, at, back, "m.room.power_levels")[1]["users"]
+    assert users[alice] == 100 and users[bob] == 100  # the v12 creators keep their power
     status, resp = api(server.base_url, "POST", f"{V3}/rooms/{q('!unknown:test.local')}/upgrade", at,
                        json={"new_version": "12"})
     assert status == 404 and resp["errcode"] == "M_NOT_FOUND"
