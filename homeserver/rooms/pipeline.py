@@ -285,6 +285,10 @@ class RoomEventService:
 
         if outlier:
             return await self._persist_outlier(event, rejected)
+        prev_metas = await self.store.get_event_metas(event.prev_event_ids)
+        if any(m.room_id != room_id for m in prev_metas.values()):
+            # Citing another room's events would import that room's state: never accepted.
+            return await self._persist_outlier(event, "prev_events: an event from another room")
 
         if state_before is not None:
             state = dict(state_before)

@@ -294,3 +294,15 @@ async def test_joining_a_remote_room_stores_its_state_as_outliers_in_one_batch(h
     current = await svc.get_current_state_ids(room_id)
     assert current == {**state, ("m.room.member", "@eve:remote.test"): join.event_id}
     assert sorted(await svc.get_joined_members(room_id)) == [CAROL, "@dave:remote.test", "@eve:remote.test"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_event_citing_another_rooms_events_is_rejected(hs):
+    svc, remote, room_id, rv, join = await room_with_carol(hs, "10")
+    other = await hs.get(RoomCreationService).create_room(ALICE, room_version="10", preset="public_chat")
+    other_msg = await svc.create_and_send_event(other, "m.room.message", {"body": "elsewhere"}, ALICE)
+    base = await svc.get_state_ids_at(join.event_id)
+    sneaky = await remote.build(room_id, rv, "m.room.message", CAROL, {"body": "x"}, prevs=[other_msg], state=base)
+    stored = await svc.handle_remote_event(sneaky)
+    assert stored.rejected_reason.startswith("prev_events:")
+    assert list((await hs.get(RoomStateService).get_snapshot(room_id)).extremities) == [join.event_id]
