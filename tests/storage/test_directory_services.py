@@ -3,8 +3,13 @@ canonical-alias check, directory visibility and listing, room stats freshness, s
 room summary, user directory search and mutual rooms."""
 from __future__ import annotations
 
+import dataclasses
+from types import SimpleNamespace
+
 import pytest
 import pytest_twisted
+
+from config.schema import Config
 
 from homeserver.accounts.auth import Requester
 from homeserver.directory.aliases import AliasService
@@ -23,9 +28,24 @@ BOB = f"@bob:{SERVER}"
 CAROL = f"@carol:{SERVER}"
 
 
+class _Config(SimpleNamespace):
+    """make_hs's minimal config, answering every other key with the Config default."""
+
+    def __getattr__(self, name):
+        for f in dataclasses.fields(Config):
+            if f.name == name:
+                if f.default is not dataclasses.MISSING:
+                    return f.default
+                if f.default_factory is not dataclasses.MISSING:
+                    return f.default_factory()
+        raise AttributeError(name)
+
+
 @pytest.fixture
 def hs(database, tmp_path):
-    return make_hs(database, tmp_path)
+    hs = make_hs(database, tmp_path)
+    hs.config = _Config(**vars(hs.config))
+    return hs
 
 
 def req(user_id: str) -> Requester:
