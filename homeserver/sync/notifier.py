@@ -41,6 +41,11 @@ class Notifier:
         """The highest token notified for a stream (0 if none yet)."""
         return self._current.get(stream_name, 0)
 
+    def latest(self, kind: str, key: str, stream_name: str) -> int:
+        """The latest token notified for ``stream_name`` to one room (``kind`` "room") or user
+        ("user") since the process started (0 if none)."""
+        return self._latest.get((kind, key), {}).get(stream_name, 0)
+
     def notify(self, stream_name: str, token: int, rooms: Iterable[str] = (),
                users: Iterable[str] = ()) -> None:
         """Record that ``stream_name`` reached ``token`` for these rooms and users (for everyone when

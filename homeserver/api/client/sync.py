@@ -1,0 +1,70 @@
+"""GET /sync (client-server-api "Syncing", sync.yaml)."""
+from __future__ import annotations
+
+from homeserver.accounts.auth import AuthService
+from homeserver.client.filters import FilterService
+from homeserver.http.errors import invalid_param
+from homeserver.push.notification_counts import NotificationCounter
+from homeserver.sync.service import SyncService
+from homeserver.sync.tokens import SyncToken, TokenError
+
+PRESENCE_VALUES = ("offline", "online", "unavailable")
+
+
+def parse_bool(request, name: str, default: bool = False) -> bool:
+    """A boolean query parameter: "true" or "false" (400 M_INVALID_PARAM otherwise, as Synapse)."""
+    value = request.arg(name)
+    if value is None:
+        return default
+    if value not in ("true", "false"):
+        raise invalid_param(f"Boolean query parameter {name!r} must be one of ['true', 'false']")
+    return value == "true"
+
+
+def parse_int(request, name: str, default: int) -> int:
+    value = request.arg(name)
+    if value is None or value == "":
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        raise invalid_param(f"Query parameter {name!r} must be an integer") from None
+    if n < 0:
+        raise invalid_param(f"Query parameter {name!r} must not be negative")
+    return n
+
+
+def parse_since(value: str | None) -> SyncToken | None:
+    """The ``since``/``from`` token: 400 M_INVALID_PARAM when it is not one of ours."""
+    if value is None or value == "":
+        return None
+    try:
+        return SyncToken.parse(value)
+    except TokenError as e:
+        raise invalid_param(f"Invalid stream token {value!r}: {e}") from None
+
+
+def register_routes(hs, router) -> None:
+    auth = hs.get(AuthService)
+    filters = hs.get(FilterService)
+    sync = hs.get(SyncService)
+    hs.get(NotificationCounter)  # registers its persist hook with the pipeline
+
+    async def get_sync(request):
+        """GET /_matrix/client/v3/sync: the initial snapshot (no ``since``) or what changed since
+        ``since``, long-polling up to ``timeout`` ms; ``filter`` is a filter ID or inline JSON."""
+        requester = await auth.get_requester(request, allow_guest=True)
+        since = parse_since(request.arg("since"))
+        full_state = parse_bool(request, "full_state")
+        use_state_after = parse_bool(request, "use_state_after") or parse_bool(
+            request, "org.matrix.msc4222.use_state_after")
+        timeout = parse_int(request, "timeout", 0)
+        set_presence = request.arg("set_presence")
+        if set_presence is not None and set_presence not in PRESENCE_VALUES:
+            raise invalid_param(f"set_presence must be one of {', '.join(PRESENCE_VALUES)}")
+        sync_filter = await filters.resolve_sync_filter(requester.user_id, request.arg("filter"))
+        body = await sync.sync(requester, sync_filter, since, full_state=full_state, timeout_ms=timeout,
+                               set_presence=set_presence, use_state_after=use_state_after)
+        return 200, body
+
+    router.add_client("GET", "/sync", get_sync)
