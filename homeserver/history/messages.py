@@ -1,0 +1,200 @@
+"""Reading a room's history: GET /messages and GET /context.
+
+Spec: client-server-api "Getting events for a room" (message_pagination.yaml, event_context.yaml),
+"Lazy-loading room members", modules/history_visibility.md (through the rooms visibility service),
+"Aggregations of child events" (bundled through :class:`RelationsService`).
+
+Order and tokens: events are paged in (depth, stream_ordering) order; tokens are the room
+positions of homeserver/sync/tokens.py, so a sync timeline's ``prev_batch`` and a sync
+``next_batch`` are valid ``from``/``to`` values. A stream-only position is turned into a
+(depth, stream) one by the depth of the room's last event at or before it.
+
+Who reads what: joined users read everything history visibility lets them; users who left or
+were banned read up to their departure (the page is cut at their leave event); anyone reads a
+world_readable room; everyone else gets 403 M_FORBIDDEN (unknown rooms too, so room IDs cannot be
+probed).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeserver.client.filtering import RoomEventFilter
+from homeserver.http.errors import MatrixError, forbidden, not_found
+from homeserver.protocol.events import Event
+from homeserver.rooms.pipeline import RoomEventService
+from homeserver.rooms.visibility import RoomAccess, VisibilityService
+from homeserver.storage.events_store import EventsStore
+from homeserver.storage.history_store import HistoryStore, TimelineRow
+from homeserver.sync.tokens import RoomPosition
+
+from .relations import RelationsService
+
+#: Most events examined for one page when filters or visibility drop events.
+MAX_SCAN = 2000
+
+
+@dataclass
+class Page:
+    events: list[Event]
+    rows: list[TimelineRow]  # of ``events``
+    next_pos: RoomPosition  # where the next page starts
+    exhausted: bool  # nothing further in this direction
+
+
+class MessagesService:
+    def __init__(self, hs):
+        self.hs = hs
+        self.store = hs.get(HistoryStore)
+        self.events = hs.get(EventsStore)
+        self.pipeline = hs.get(RoomEventService)
+        self.visibility = hs.get(VisibilityService)
+        self.relations = hs.get(RelationsService)
+
+    async def _access(self, user_id: str, room_id: str) -> RoomAccess:
+        try:
+            return await self.visibility.room_access(user_id, room_id)
+        except MatrixError as e:
+            if e.code == 404:
+                raise forbidden("You aren't a member of the room and weren't previously a member of the room.")
+            raise
+
+    async def _departure(self, access: RoomAccess) -> RoomPosition | None:
+        """The point after a departed user's leave/ban event (they read nothing later)."""
+        if access.at_event_id is None:
+            return None
+        meta = (await self.events.get_event_metas([access.at_event_id])).get(access.at_event_id)
+        if meta is None or meta.stream_ordering is None:
+            return None
+        return RoomPosition.after_event(meta.depth, meta.stream_ordering)
+
+    async def _topological(self, room_id: str, pos: RoomPosition | None) -> RoomPosition | None:
+        if pos is None or pos.depth is not None:
+            return pos
+        return await self.store.topological_position(room_id, pos.stream)
+
+    # --- scanning ---------------------------------------------------------------------------------
+    async def scan(self, user_id: str, room_id: str, from_pos: RoomPosition, to_pos: RoomPosition | None, *,
+                   backwards: bool, limit: int, event_filter: RoomEventFilter | None,
+                   ignored_users: set[str]) -> Page:
+        """Up to ``limit`` events after ``from_pos`` in the page direction that pass the filter and
+        the user's history visibility, reading the database in batches."""
+        picked: list[Event] = []
+        picked_rows: list[TimelineRow] = []
+        pos = from_pos
+        scanned = 0
+        batch = limit
+        while len(picked) < limit and scanned < MAX_SCAN:
+            rows = await self.store.paginate(room_id, pos, to_pos, backwards=backwards, limit=batch)
+            scanned += len(rows)
+            loaded = await self.events.get_events(r.event_id for r in rows)
+            candidates = [loaded[r.event_id] for r in rows if r.event_id in loaded]
+            if event_filter is not None:
+                candidates = [e for e in candidates if event_filter.matches(_filter_view(e))]
+            visible = {e.event_id for e in await self.visibility.filter_events_for_user(
+                user_id, candidates, ignored_users=ignored_users)}
+            consumed = 0
+            for r in rows:
+                consumed += 1
+                if r.event_id in visible:
+                    picked.append(loaded[r.event_id])
+                    picked_rows.append(r)
+                pos = r.before if backwards else r.after
+                if len(picked) == limit:
+                    break
+            if len(rows) < batch and consumed == len(rows):
+                return Page(picked, picked_rows, pos, True)
+            batch = min(max(2 * (limit - len(picked)), 50), 500)
+        return Page(picked, picked_rows, pos, False)
+
+    # --- GET /messages ---------------------------------------------------------------------------
+    async def get_messages(self, user_id: str, room_id: str, *, from_pos: RoomPosition | None,
+                           from_text: str | None, to_pos: RoomPosition | None, backwards: bool, limit: int,
+                           event_filter: RoomEventFilter | None, device_id: str | None = None) -> dict:
+        """message_pagination.yaml: ``chunk``, ``start``, ``end`` (absent when nothing further can
+        be read) and, with ``lazy_load_members``, ``state`` (the senders' member events)."""
+        access = await self._access(user_id, room_id)
+        departure = await self._departure(access)
+        start = await self._topological(room_id, from_pos)
+        to = await self._topological(room_id, to_pos)
+        if start is None:
+            start = await self.store.end_position(room_id) if backwards else RoomPosition(0, 0)
+        if departure is not None:
+            if backwards and (start.depth, start.stream) > (departure.depth, departure.stream):
+                start = departure
+            elif not backwards and (to is None or (to.depth, to.stream) > (departure.depth, departure.stream)):
+                to = departure
+        result: dict = {"start": from_text if from_text is not None else str(start), "chunk": []}
+        if limit == 0:
+            result["end"] = str(start)
+            return result
+        if event_filter is not None and not event_filter.room_allowed(room_id):
+            return result
+        ignored = await self.relations.ignored_users(user_id)
+        page = await self.scan(user_id, room_id, start, to, backwards=backwards, limit=limit,
+                               event_filter=event_filter, ignored_users=ignored)
+        result["chunk"] = await self.relations.serialize_events(page.events, user_id, device_id=device_id,
+                                                                ignored_users=ignored)
+        if not page.exhausted:
+            result["end"] = str(page.next_pos)
+        if event_filter is not None and event_filter.lazy_load_members and page.events:
+            result["state"] = await self._member_state(page.events[0], {e.sender for e in page.events},
+                                                       user_id, device_id)
+        return result
+
+    async def _member_state(self, at: Event, senders: set[str], user_id: str, device_id: str | None) -> list[dict]:
+        """The member events of ``senders`` in the state after ``at`` (lazy-loading members)."""
+        state = await self.pipeline.get_state_ids_at(at.event_id) or {}
+        ids = [state[("m.room.member", s)] for s in sorted(senders) if ("m.room.member", s) in state]
+        loaded = await self.events.get_events(ids)
+        members = [loaded[i] for i in ids if i in loaded]
+        return await self.relations.serializer.serialize_events(members, user_id=user_id, device_id=device_id)
+
+    # --- GET /context -----------------------------------------------------------------------------
+    async def get_context(self, user_id: str, room_id: str, event_id: str, *, limit: int,
+                          event_filter: RoomEventFilter | None, device_id: str | None = None) -> dict:
+        """event_context.yaml: the event with up to ``limit`` events around it (⌊limit/2⌋ before,
+        the rest after), ``start``/``end`` tokens for /messages and the state at the last event
+        returned (only the senders' members with ``lazy_load_members``). 404 when the event is
+        not in the room or not visible to the user."""
+        access = await self._access(user_id, room_id)
+        event = await self.events.get_event(event_id)
+        meta = (await self.events.get_event_metas([event_id])).get(event_id)
+        if event is None or event.room_id != room_id or meta is None or meta.stream_ordering is None \
+                or not await self.visibility.can_see_event(user_id, event):
+            raise not_found("Event not found.")
+        ignored = await self.relations.ignored_users(user_id)
+        here = TimelineRow(event_id, meta.depth, meta.stream_ordering)
+        before_limit = limit // 2
+        after_limit = limit - before_limit
+        departure = await self._departure(access)
+        before = await self.scan(user_id, room_id, here.before, None, backwards=True, limit=before_limit,
+                                 event_filter=event_filter, ignored_users=ignored)
+        after = await self.scan(user_id, room_id, here.after, departure, backwards=False, limit=after_limit,
+                                event_filter=event_filter, ignored_users=ignored)
+        serialized = await self.relations.serialize_events([event, *before.events, *after.events], user_id,
+                                                           device_id=device_id, ignored_users=ignored)
+        last = after.events[-1] if after.events else event
+        result = {
+            "event": serialized[0],
+            "events_before": serialized[1:1 + len(before.events)],
+            "events_after": serialized[1 + len(before.events):],
+            "start": str(before.rows[-1].before if before.rows else here.before),
+            "end": str(after.rows[-1].after if after.rows else here.after),
+        }
+        shown = [event, *before.events, *after.events]
+        if event_filter is not None and event_filter.lazy_load_members:
+            result["state"] = await self._member_state(last, {e.sender for e in shown}, user_id, device_id)
+        else:
+            state = await self.pipeline.get_state_ids_at(last.event_id) or {}
+            loaded = await self.events.get_events(state.values())
+            state_events = [loaded[e] for e in state.values() if e in loaded]
+            if event_filter is not None:
+                state_events = [e for e in state_events if event_filter.matches(_filter_view(e))]
+            result["state"] = await self.relations.serializer.serialize_events(
+                state_events, user_id=user_id, device_id=device_id)
+        return result
+
+
+def _filter_view(event: Event) -> dict:
+    """What filters match on (client-format fields)."""
+    return {"type": event.type, "sender": event.sender, "room_id": event.room_id, "content": event.content}

@@ -1,0 +1,66 @@
+"""Query parameters shared by the history endpoints: limits, directions, pagination tokens and
+filters. Each raises 400 with the spec's error code instead of letting bad input through."""
+from __future__ import annotations
+
+import json
+
+from homeserver.client.filtering import FilterError, RoomEventFilter, parse_room_event_filter
+from homeserver.http.errors import MatrixError, invalid_param
+from homeserver.sync.tokens import RoomPosition, TokenError, parse_room_position
+
+
+def parse_limit(text: str | None, default: int, maximum: int, name: str = "limit") -> int:
+    """A non-negative integer, ``default`` when absent, capped at ``maximum``."""
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise invalid_param(f"{name} must be an integer") from None
+    if value < 0:
+        raise invalid_param(f"{name} must not be negative")
+    return min(value, maximum)
+
+
+def parse_dir(text: str | None, default: str = "b") -> bool:
+    """``dir``: True for backwards (``b``), False for forwards (``f``)."""
+    value = default if text is None else text
+    if value not in ("b", "f"):
+        raise invalid_param("dir must be 'b' or 'f'")
+    return value == "b"
+
+
+def parse_bool(text: str | None, name: str) -> bool | None:
+    if text is None:
+        return None
+    if text in ("true", "false"):
+        return text == "true"
+    raise invalid_param(f"{name} must be 'true' or 'false'")
+
+
+def parse_position(text: str | None, name: str) -> RoomPosition | None:
+    """A room pagination token (homeserver/sync/tokens.py), or None when absent."""
+    if text is None:
+        return None
+    try:
+        return parse_room_position(text)
+    except TokenError as e:
+        raise invalid_param(f"Invalid {name} token: {e}") from None
+
+
+def parse_filter_json(text: str | None) -> RoomEventFilter | None:
+    """The ``filter`` query parameter: a JSON RoomEventFilter (room_event_filter.yaml)."""
+    if text is None or text == "":
+        return None
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise MatrixError(400, "M_NOT_JSON", "filter is not valid JSON") from None
+    return parse_filter_obj(obj)
+
+
+def parse_filter_obj(obj) -> RoomEventFilter:
+    try:
+        return parse_room_event_filter(obj)
+    except FilterError as e:
+        raise MatrixError(400, e.errcode, e.message) from None
