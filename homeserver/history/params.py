@@ -8,6 +8,8 @@ from homeserver.client.filtering import FilterError, RoomEventFilter, parse_room
 from homeserver.http.errors import MatrixError, invalid_param
 from homeserver.sync.tokens import RoomPosition, TokenError, parse_room_position
 
+MAX_INT64 = 2**63 - 1
+
 
 def parse_limit(text: str | None, default: int, maximum: int, name: str = "limit") -> int:
     """A non-negative integer, ``default`` when absent, capped at ``maximum``."""
@@ -43,9 +45,11 @@ def parse_position(text: str | None, name: str) -> RoomPosition | None:
     if text is None:
         return None
     try:
-        return parse_room_position(text)
+        pos = parse_room_position(text)
     except TokenError as e:
         raise invalid_param(f"Invalid {name} token: {e}") from None
+    # Tokens allow 19 digits; the database holds signed 64-bit integers.
+    return RoomPosition(None if pos.depth is None else min(pos.depth, MAX_INT64), min(pos.stream, MAX_INT64))
 
 
 def parse_filter_json(text: str | None) -> RoomEventFilter | None:

@@ -74,7 +74,7 @@ class RelationsService:
         if not ids:
             return {}
         ignored = set(ignored_users) if ignored_users is not None else await self.ignored_users(user_id)
-        rows = await self.store.get_aggregation_rows(ids, user_id, ignored)
+        rows = await self.store.get_aggregation_rows({e: parents[e].room_id for e in ids}, user_id, ignored)
         if not (rows.threads or rows.edits or rows.references):
             return {}
 

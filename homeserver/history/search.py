@@ -97,7 +97,7 @@ class SearchRequest:
         kind, _, value = token.partition(":")
         if kind != self.order_by or not value.isascii() or not value.isdigit() or len(value) > 19:
             raise invalid_param("Invalid next_batch token")
-        return int(value)
+        return min(int(value), 2**63 - 1)
 
 
 class SearchService:

@@ -8,7 +8,7 @@ like the timeline, by (depth, stream_ordering).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping
 
 from homeserver.sync.tokens import RoomPosition
 
@@ -159,12 +159,13 @@ class RelationsStore:
             return [RelationRow(*r) for r in txn.fetchall()]
         return await self.db.run("get_relation_children", txn_fn, readonly=True)
 
-    async def get_aggregation_rows(self, parent_ids: Sequence[str], user_id: str | None,
+    async def get_aggregation_rows(self, parents: Mapping[str, str], user_id: str | None,
                                    ignored_users: Iterable[str] = ()) -> AggregationRows:
-        """In one transaction: thread summaries (count, latest child by (depth, stream), whether
-        ``user_id`` sent a child), candidate edits and references of each parent. Children sent by
+        """For parents given as ``{event_id: room_id}``, in one transaction: thread summaries
+        (count, latest child by (depth, stream), whether ``user_id`` sent a child), candidate edits
+        and references. Only children in the parent's room count; children sent by
         ``ignored_users`` are left out (client-server-api "Aggregations of child events")."""
-        ids = list(dict.fromkeys(parent_ids))
+        ids = list(parents)
         ignored = sorted(set(ignored_users))
         out = AggregationRows()
         if not ids:
@@ -175,24 +176,28 @@ class RelationsStore:
             for chunk in _chunks(ids):
                 marks = _marks(len(chunk))
                 txn.execute(
-                    "SELECT relates_to_id, rel_type, event_id, sender, type, origin_server_ts FROM event_relations"
-                    f" WHERE relates_to_id IN ({marks}) AND rel_type IN (?, ?){not_ignored}"
+                    "SELECT relates_to_id, rel_type, event_id, sender, type, origin_server_ts, room_id"
+                    f" FROM event_relations WHERE relates_to_id IN ({marks}) AND rel_type IN (?, ?){not_ignored}"
                     " ORDER BY depth, stream_ordering", [*chunk, REPLACE, REFERENCE, *ignored])
-                for parent, rel_type, eid, sender, etype, ts in txn.fetchall():
+                for parent, rel_type, eid, sender, etype, ts, room_id in txn.fetchall():
+                    if room_id != parents[parent]:
+                        continue
                     if rel_type == REPLACE:
                         out.edits.setdefault(parent, []).append((eid, sender, etype, ts))
                     else:
                         out.references.setdefault(parent, []).append(eid)
                 txn.execute(
-                    "SELECT relates_to_id, COUNT(*), SUM(CASE WHEN sender = ? THEN 1 ELSE 0 END) FROM event_relations"
-                    f" WHERE relates_to_id IN ({marks}) AND rel_type = ?{not_ignored} GROUP BY relates_to_id",
-                    [user_id or "", *chunk, THREAD, *ignored])
+                    "SELECT relates_to_id, room_id, COUNT(*), SUM(CASE WHEN sender = ? THEN 1 ELSE 0 END)"
+                    f" FROM event_relations WHERE relates_to_id IN ({marks}) AND rel_type = ?{not_ignored}"
+                    " GROUP BY relates_to_id, room_id", [user_id or "", *chunk, THREAD, *ignored])
                 counts = txn.fetchall()
-                for parent, count, own in counts:
+                for parent, room_id, count, own in counts:
+                    if room_id != parents[parent]:
+                        continue
                     latest = txn.scalar(
                         "SELECT event_id FROM event_relations WHERE relates_to_id = ? AND rel_type = ?"
-                        f"{not_ignored} ORDER BY depth DESC, stream_ordering DESC LIMIT 1",
-                        [parent, THREAD, *ignored])
+                        f" AND room_id = ?{not_ignored} ORDER BY depth DESC, stream_ordering DESC LIMIT 1",
+                        [parent, THREAD, room_id, *ignored])
                     if latest is not None:
                         out.threads[parent] = ThreadSummary(int(count), latest, bool(own))
             return out
@@ -203,8 +208,8 @@ class RelationsStore:
         """Thread roots of a room stored as events, most recent activity first:
         ``(thread root id, stream ordering of its latest child)``. ``participant``: only threads
         that user started or replied to; ``before_stream``: only latest activity at or before it."""
-        sql = ("SELECT t.thread_id, t.latest_stream_ordering FROM threads t JOIN events e ON e.event_id = t.thread_id"
-               " WHERE t.room_id = ?")
+        sql = ("SELECT t.thread_id, t.latest_stream_ordering FROM threads t"
+               " JOIN events e ON e.event_id = t.thread_id AND e.room_id = t.room_id WHERE t.room_id = ?")
         args: list = [room_id]
         if before_stream is not None:
             sql += " AND t.latest_stream_ordering <= ?"

@@ -141,6 +141,11 @@ def test_messages_tokens_from_and_to_bound_a_window_and_start_echoes_from(server
     assert status == 200 and body["chunk"] == []
     status, body = messages(server, token, room, dir="b", limit=3, **{"from": "s999999999"})
     assert status == 200 and [e["event_id"] for e in body["chunk"]] == list(reversed(sent[-3:]))
+    huge = "t9999999999999999999_9999999999999999999"  # beyond 64 bits: clamped, not a 500
+    status, body = messages(server, token, room, dir="b", limit=1, **{"from": huge})
+    assert status == 200 and body["chunk"][0]["event_id"] == sent[-1]
+    status, body = messages(server, token, room, dir="f", limit=1, **{"from": huge})
+    assert status == 200 and body["chunk"] == [] and "end" not in body
 
 
 def test_messages_filter_by_type_sender_and_lazy_loaded_members(server):
@@ -488,5 +493,7 @@ def test_search_bad_next_batch_and_empty_categories(server):
     assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
     status, body = api(server.base_url, "POST", V3 + "/search", token, json={"search_categories": {}})
     assert (status, body) == (200, {"search_categories": {}})
+    status, body = search(server, token, {"search_term": "x"}, next_batch="rank:9999999999999999999")
+    assert status == 200 and body["search_categories"]["room_events"]["results"] == []
     status, body = search(server, token, {"search_term": "!!!"})
     assert status == 200 and body["search_categories"]["room_events"]["results"] == []

@@ -85,14 +85,19 @@ async def test_thread_summaries_edits_and_references_are_aggregated_in_one_read(
     last = await send(hs, room, {**text("b"), **rel("m.thread", root.event_id)}, sender=BOB)
     edit = await send(hs, room, {**text("* fixed"), "m.new_content": text("fixed"), **rel("m.replace", root.event_id)})
     ref = await send(hs, room, rel("m.reference", root.event_id), event_type="m.key.verification.done")
-    rows = await hs.get(RelationsStore).get_aggregation_rows([root.event_id], ALICE)
+    elsewhere = await new_room(hs)  # children in another room never count
+    await send(hs, elsewhere, {**text("c"), **rel("m.thread", root.event_id)})
+    await send(hs, elsewhere, rel("m.reference", root.event_id), event_type="m.key.verification.done")
+    assert await hs.get(RelationsStore).get_threads(elsewhere) == []
+    rows = await hs.get(RelationsStore).get_aggregation_rows({root.event_id: room}, ALICE)
     summary = rows.threads[root.event_id]
     assert (summary.count, summary.latest_event_id, summary.participated) == (2, last.event_id, False)
     assert [e[0] for e in rows.edits[root.event_id]] == [edit.event_id]
     assert rows.references[root.event_id] == [ref.event_id]
-    as_bob = await hs.get(RelationsStore).get_aggregation_rows([root.event_id], BOB)
+    as_bob = await hs.get(RelationsStore).get_aggregation_rows({root.event_id: room}, BOB)
     assert as_bob.threads[root.event_id].participated
-    ignoring_bob = await hs.get(RelationsStore).get_aggregation_rows([root.event_id], ALICE, ignored_users=[BOB])
+    ignoring_bob = await hs.get(RelationsStore).get_aggregation_rows({root.event_id: room}, ALICE,
+                                                                     ignored_users=[BOB])
     assert root.event_id not in ignoring_bob.threads
 
 
@@ -126,7 +131,7 @@ async def test_redacting_a_child_breaks_the_relation_and_moves_the_thread_back(h
     await send(hs, room, {"redacts": second.event_id}, event_type="m.room.redaction")
     store = hs.get(RelationsStore)
     assert [r.event_id for r in await store.get_children(root.event_id)] == [first.event_id]
-    rows = await store.get_aggregation_rows([root.event_id], ALICE)
+    rows = await store.get_aggregation_rows({root.event_id: room}, ALICE)
     assert rows.threads[root.event_id].latest_event_id == first.event_id
     await send(hs, room, {"redacts": first.event_id}, event_type="m.room.redaction")
     assert await store.get_threads(room) == []
