@@ -47,6 +47,7 @@ from .schema import (
     JoinRatelimits,
     ListenerConfig,
     LoginRatelimits,
+    MediaUploadLimit,
     OldSigningKey,
     RatelimitingConfig,
     RatelimitSettings,
@@ -60,7 +61,7 @@ SYNAPSE_KEYS_WITHOUT_EFFECT = frozenset({
     "report_stats", "pid_file", "macaroon_secret_key", "form_secret", "suppress_key_server_warning",
     "log_config", "enable_metrics", "web_client_location", "admin_contact", "media_retention",
     "rc_presence", "rc_delayed_event_mgmt", "rc_reports", "url_preview_ip_range_blacklist",
-    "url_preview_ip_range_whitelist", "max_image_pixels", "dynamic_thumbnails", "thumbnail_sizes",
+    "url_preview_ip_range_whitelist", "thumbnail_sizes",
     "trusted_third_party_id_servers", "account_threepid_delegates", "use_presence",
 })
 
@@ -271,6 +272,22 @@ class _Node:
         except ValueError:
             raise self.error(key, f"must be milliseconds or a duration like 30s, 5m, 1h, 1d (got {value!r})") from None
 
+    def positive_size(self, key: str, default: Any = _MISSING) -> int:
+        if not self.has(key) and default is _MISSING:
+            raise self.error(key, "is required")
+        value = self.size(key, default)
+        if value <= 0:
+            raise self.error(key, f"must be greater than zero (got {self.data.get(key)!r})")
+        return value
+
+    def positive_duration(self, key: str, default: Any = _MISSING) -> int:
+        if not self.has(key) and default is _MISSING:
+            raise self.error(key, "is required")
+        value = self.duration(key, default)
+        if value <= 0:
+            raise self.error(key, f"must be a duration greater than zero (got {self.data.get(key)!r})")
+        return value
+
     def networks(self, key: str, default: tuple[str, ...]) -> list:
         values = self.str_list(key, list(default))
         nets = []
@@ -408,6 +425,9 @@ def _build(root: _Node, r: _Reader, config_path: str | None) -> Config:
         require_auth_for_profile_requests=root.boolean("require_auth_for_profile_requests",
                                                     d("require_auth_for_profile_requests")),
         presence_enabled=presence_enabled,
+        bcrypt_rounds=root.integer("bcrypt_rounds", d("bcrypt_rounds"), 4, 31),
+        refreshable_access_token_lifetime_ms=root.positive_duration(
+            "refreshable_access_token_lifetime", d("refreshable_access_token_lifetime_ms")),
         turn_uris=tuple(root.str_list("turn_uris", [])),
         turn_shared_secret=root.string("turn_shared_secret", None),
         turn_username=root.string("turn_username", None),
@@ -419,6 +439,11 @@ def _build(root: _Node, r: _Reader, config_path: str | None) -> Config:
         enable_media_repo=root.boolean("enable_media_repo", d("enable_media_repo")),
         enable_authenticated_media=root.boolean("enable_authenticated_media", d("enable_authenticated_media")),
         url_preview_enabled=root.boolean("url_preview_enabled", d("url_preview_enabled")),
+        max_image_pixels=root.positive_size("max_image_pixels", d("max_image_pixels")),
+        max_pending_media_uploads=root.integer("max_pending_media_uploads", d("max_pending_media_uploads"), 1),
+        unused_expiration_time=root.positive_duration("unused_expiration_time", d("unused_expiration_time")),
+        media_upload_limits=_media_upload_limits(root),
+        dynamic_thumbnails=root.boolean("dynamic_thumbnails", d("dynamic_thumbnails")),
         ratelimiting=_ratelimiting(root),
         federation_verify_certificates=root.boolean("federation_verify_certificates",
                                                  d("federation_verify_certificates")),
@@ -656,6 +681,24 @@ def _trusted_key_servers(root: _Node) -> tuple[TrustedKeyServer, ...]:
         servers.append(TrustedKeyServer(name, dict(vk), node.boolean("accept_keys_insecurely", False)))
         node.finish()
     return tuple(servers)
+
+
+def _media_upload_limits(root: _Node) -> tuple[MediaUploadLimit, ...]:
+    """``media_upload_limits``: a list of ``{time_period: <duration>, max_size: <size>}``
+    (Synapse's shape), both required and greater than zero."""
+    raw = root.get("media_upload_limits", [])
+    if not isinstance(raw, list):
+        raise root.error("media_upload_limits", "must be a list of {time_period, max_size} entries")
+    limits = []
+    for i, item in enumerate(raw):
+        path = f"media_upload_limits[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(path, "must be a mapping like {time_period: 1h, max_size: 100M}")
+        node = _Node(item, path, root.reader)
+        limits.append(MediaUploadLimit(time_period_ms=node.positive_duration("time_period"),
+                                       max_bytes=node.positive_size("max_size")))
+        node.finish()
+    return tuple(limits)
 
 
 def _ratelimit(node: _Node, key: str, default: RatelimitSettings | None) -> RatelimitSettings | None:

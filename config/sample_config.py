@@ -277,6 +277,17 @@ registration_shared_secret: {_y(opts.registration_shared_secret)}
 # Allow guest accounts (kind=guest). Default false.
 allow_guest_access: false
 
+## Passwords and access tokens ##
+
+# bcrypt cost factor for password hashes: each step doubles the work of hashing (and of guessing).
+# 4-31. Changing it affects only passwords set afterwards. Default 12.
+bcrypt_rounds: 12
+
+# Lifetime of access tokens issued together with a refresh token (clients that send
+# "refresh_token": true at login or registration); the client then refreshes them. Access tokens
+# without a refresh token do not expire. Default 5m.
+refreshable_access_token_lifetime: 5m
+
 ## Rooms ##
 
 # Room version for new rooms when the client does not ask for one. Default "12".
@@ -333,6 +344,35 @@ max_request_body_size: 1M
 # Require authentication for media downloads (MSC3916, /_matrix/client/v1/media); when false the
 # legacy unauthenticated /_matrix/media/v3 download endpoints are also served. Default true.
 enable_authenticated_media: true
+
+# Images with more pixels than this (width x height, times the frames of an animation) are not
+# decoded, so they get no thumbnails (413 M_TOO_LARGE). Guards against decompression bombs.
+# Default 32M (33554432 pixels).
+max_image_pixels: 32M
+
+# Media ids a user may hold from POST /_matrix/media/v1/create without having uploaded to them
+# yet; more are refused with 429 M_LIMIT_EXCEEDED. Default 5.
+max_pending_media_uploads: 5
+
+# How long an id from POST /_matrix/media/v1/create waits for its upload before it is forgotten.
+# Default 24h.
+unused_expiration_time: 24h
+
+# Per-user upload quotas: a user may upload at most max_size within any time_period; beyond it
+# uploads are refused with 403 M_FORBIDDEN until older uploads leave the window. Every entry
+# applies. Example:
+#   media_upload_limits:
+#     - time_period: 1h
+#       max_size: 100M
+#     - time_period: 1w
+#       max_size: 500M
+# Default [] (only max_upload_size applies).
+media_upload_limits: []
+
+# When a thumbnail is asked for at a size none of the pre-generated ones (32x32 crop, 96x96 crop,
+# 320x240, 640x480, 800x600 scale) serves, render one at that size (true), or answer with the
+# nearest pre-generated one (false, Synapse's default). Default true.
+dynamic_thumbnails: true
 
 # Generate URL previews (/preview_url). Default false.
 url_preview_enabled: false

@@ -168,6 +168,15 @@ class RatelimitingConfig:
 
 
 @dataclass(frozen=True)
+class MediaUploadLimit:
+    """One ``media_upload_limits`` entry (Synapse's): a user may upload at most ``max_bytes`` in
+    any window of ``time_period_ms``. YAML: ``{time_period: <duration>, max_size: <size>}``."""
+
+    time_period_ms: int
+    max_bytes: int
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration. See config/sample_config.py for each key's meaning."""
 
@@ -199,6 +208,12 @@ class Config:
     require_auth_for_profile_requests: bool = False
     presence_enabled: bool = True  # YAML: presence.enabled
 
+    # --- passwords and access tokens ---
+    bcrypt_rounds: int = 12  # bcrypt cost factor for new password hashes, 4-31
+    # Lifetime of access tokens that come with a refresh token (YAML key:
+    # refreshable_access_token_lifetime). Tokens without a refresh token never expire.
+    refreshable_access_token_lifetime_ms: int = 5 * 60 * 1000
+
     # --- VoIP (GET /voip/turnServer; Synapse's keys) ---
     turn_uris: tuple[str, ...] = ()
     turn_shared_secret: str | None = None  # coturn use-auth-secret (time-limited credentials)
@@ -215,6 +230,18 @@ class Config:
     enable_media_repo: bool = True
     enable_authenticated_media: bool = True
     url_preview_enabled: bool = False
+    # Decoded images (thumbnails) may have at most this many pixels (all frames counted).
+    max_image_pixels: int = 32 * 1024 * 1024
+    # Media ids a user may hold created (POST /media/v1/create) but not yet uploaded.
+    max_pending_media_uploads: int = 5
+    # How long a created media id waits for its upload, in ms (attribute named like the YAML key,
+    # as homeserver/media/repository.py reads it).
+    unused_expiration_time: int = 24 * 3600 * 1000
+    # Per-user upload quotas; empty: none besides max_upload_size.
+    media_upload_limits: tuple[MediaUploadLimit, ...] = ()
+    # Render thumbnails at the size asked for when no pre-generated standard size serves it.
+    # false: always answer with a pre-generated size (Synapse's default). uzel defaults to true.
+    dynamic_thumbnails: bool = True
 
     # --- rate limiting ---
     ratelimiting: RatelimitingConfig = RatelimitingConfig()

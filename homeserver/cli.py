@@ -267,7 +267,63 @@ def client_url_from_config(config: Config) -> tuple[str, ssl.SSLContext | None]:
     return f"{scheme}://{host}:{listener.port}", context
 
 
+def register_user_in_database(config: Config, localpart: str, password: str, admin: bool) -> str:
+    """Create a user straight in ``config.database`` (no running server): brings the schema up to
+    date, then inserts the account with a bcrypt hash of ``config.bcrypt_rounds``. Returns the
+    user ID; raises ValueError when the name is invalid or taken."""
+    from homeserver.accounts.registration import create_user_sync
+    from homeserver.storage.database import Database
+    from homeserver.storage.engines import create_engine
+    from homeserver.storage.migrations import prepare_database
+
+    db_conf = config.database
+    db = Database(create_engine(db_conf.engine, path=db_conf.path, dsn=db_conf.dsn), pool_size=1)
+    prepare_database(db)
+    return create_user_sync(db, config.server_name, localpart, password, admin, rounds=config.bcrypt_rounds)
+
+
+def _read_password(args: argparse.Namespace) -> str | None:
+    """--password, or prompted twice; None (after printing why) when unusable."""
+    password = args.password
+    if password is None:
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Confirm password: "):
+            _err("passwords do not match")
+            return None
+    if not password:
+        _err("empty password")
+        return None
+    return password
+
+
+def _register_user_in_database(args: argparse.Namespace) -> int:
+    if not args.config:
+        _err("--database needs --config (the database and server_name come from it)")
+        return 2
+    if args.url or args.shared_secret:
+        _err("--database writes to the database directly; --url and --shared-secret do not apply")
+        return 2
+    config = _load(args.config, strict=False)
+    if config is None:
+        return 1
+    password = _read_password(args)
+    if password is None:
+        return 1
+    try:
+        user_id = register_user_in_database(config, args.user, password, args.admin)
+    except ValueError as e:
+        _err(f"registration failed: {e}")
+        return 1
+    except Exception as e:  # the database cannot be opened, or its schema is newer than this uzel
+        _err(f"registration failed: database error: {e}")
+        return 1
+    print(user_id)
+    return 0
+
+
 def cmd_register_user(args: argparse.Namespace) -> int:
+    if args.database:
+        return _register_user_in_database(args)
     context = None
     if args.config:
         config = _load(args.config, strict=False)
@@ -288,14 +344,8 @@ def cmd_register_user(args: argparse.Namespace) -> int:
             _err("give --config, or both --url and --shared-secret")
             return 2
         url, secret = args.url, args.shared_secret
-    password = args.password
+    password = _read_password(args)
     if password is None:
-        password = getpass.getpass("Password: ")
-        if password != getpass.getpass("Confirm password: "):
-            _err("passwords do not match")
-            return 1
-    if not password:
-        _err("empty password")
         return 1
     try:
         result = register_user(url, secret, args.user, password, args.admin, ssl_context=context)
@@ -360,8 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true", help="refuse unknown config keys instead of warning")
     run.set_defaults(func=cmd_run)
 
-    reg = sub.add_parser("register-user", help="create a user through the shared-secret admin API")
-    reg.add_argument("--config", "-c", help="read the URL and shared secret from this config")
+    reg = sub.add_parser("register-user", help="create a user through the shared-secret admin API, "
+                                               "or directly in the database with --database")
+    reg.add_argument("--config", "-c", help="read the URL and shared secret (or, with --database, "
+                                            "the database) from this config")
+    reg.add_argument("--database", action="store_true",
+                     help="write the user straight into the configured database; no running server needed")
     reg.add_argument("--url", help="base URL of the client API, e.g. http://localhost:8008")
     reg.add_argument("--shared-secret", help="the server's registration_shared_secret")
     reg.add_argument("-u", "--user", required=True, help="localpart of the new user")

@@ -21,9 +21,6 @@ from homeserver.storage.accounts_store import AccountsStore
 
 from . import tokens
 
-# Lifetime of access tokens issued to clients that asked for a refresh token (Synapse's
-# refreshable_access_token_lifetime default); config.refreshable_access_token_lifetime_ms overrides.
-DEFAULT_REFRESHABLE_LIFETIME_MS = 5 * 60 * 1000
 LOGIN_TOKEN_LIFETIME_MS = 2 * 60 * 1000  # login_token.yaml recommends 2 minutes
 _CACHE_MAX = 50_000
 _LAST_SEEN_FLUSH_S = 10.0
@@ -60,8 +57,7 @@ class AuthService:
         self._cache: dict[str, _Cached] = {}
         self._by_user: dict[str, set[str]] = {}
         self._generation = 0
-        self.refreshable_lifetime_ms = int(getattr(hs.config, "refreshable_access_token_lifetime_ms", None)
-                                           or DEFAULT_REFRESHABLE_LIFETIME_MS)
+        self.refreshable_lifetime_ms: int = hs.config.refreshable_access_token_lifetime_ms
         # (user_id, device_id) -> (ts, ip, user agent) not yet written to the devices table.
         self.pending_last_seen: dict[tuple[str, str], tuple[int, str, str | None]] = {}
         self._flush_scheduled = False

@@ -33,11 +33,11 @@ def check_password_sync(password: str, password_hash: str | None) -> bool:
 
 
 class PasswordHasher:
-    """``hs.get(PasswordHasher)``; rounds from ``config.bcrypt_rounds`` (Synapse's key) when set."""
+    """``hs.get(PasswordHasher)``; rounds from ``config.bcrypt_rounds`` (Synapse's key)."""
 
     def __init__(self, hs):
         self._reactor = hs.reactor
-        self.rounds = int(getattr(hs.config, "bcrypt_rounds", None) or DEFAULT_BCRYPT_ROUNDS)
+        self.rounds: int = hs.config.bcrypt_rounds
 
     async def hash(self, password: str) -> str:
         return await threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(),

@@ -9,9 +9,8 @@ two images are decoded at once.
 Configuration read here (Synapse's names): ``max_upload_size``, ``media_store_path``,
 ``enable_authenticated_media`` (media uploaded while it is on is never served on the deprecated
 unauthenticated endpoints), ``max_image_pixels``, ``max_pending_media_uploads``,
-``unused_expiration_time`` (ms) and ``media_upload_limits`` (a list of ``time_period_ms`` /
-``max_bytes`` quotas per user). Keys the config schema does not define yet fall back to Synapse's
-defaults.
+``unused_expiration_time`` (ms), ``media_upload_limits`` (a list of ``time_period_ms`` /
+``max_bytes`` quotas per user) and ``dynamic_thumbnails`` (config/schema.py holds the defaults).
 """
 from __future__ import annotations
 
@@ -41,11 +40,6 @@ MAX_MEDIA_ID_LENGTH = 255
 # authed-content-repo.yaml, timeout_ms: default 20 s; "SHOULD impose a maximum" (Synapse: 60 s).
 DEFAULT_TIMEOUT_MS = 20_000
 MAX_TIMEOUT_MS = 60_000
-
-# Synapse's defaults for max_pending_media_uploads and unused_expiration_time (24 h, the spec's
-# recommendation in content-repo.yaml, POST /media/v1/create).
-DEFAULT_MAX_PENDING_UPLOADS = 5
-DEFAULT_UNUSED_EXPIRATION_MS = 24 * 3600 * 1000
 
 # Thumbnails of non-standard sizes are cached up to this many per source; beyond, they are
 # rendered for the request and not kept (a client cannot fill the disk by asking many sizes).
@@ -130,6 +124,17 @@ def parse_timeout_ms(value: str | None) -> int:
     return min(timeout, MAX_TIMEOUT_MS)
 
 
+def nearest_standard_size(width: int, height: int, method: str) -> thumbnailer.ThumbnailSpec:
+    """With ``dynamic_thumbnails: false``: the pre-generated size answering a request no standard
+    size serves exactly — the smallest of the method's sizes covering the box (whatever its aspect
+    ratio), else the largest of them."""
+    sizes = [s for s in thumbnailer.STANDARD_SIZES if s.method == method]
+    covering = [s for s in sizes if s.width >= width and s.height >= height]
+    if covering:
+        return min(covering, key=lambda s: (s.width * s.height, s.width))
+    return max(sizes, key=lambda s: (s.width * s.height, s.width))
+
+
 def _upload_limits(raw: Any) -> tuple[MediaUploadLimit, ...]:
     out = []
     for item in raw or ():
@@ -151,14 +156,12 @@ class MediaRepository:
         cfg = hs.config
         self.files = MediaFileStore(cfg.media_store_path)
         self.max_upload_size: int = cfg.max_upload_size
-        self.authenticated_only: bool = bool(getattr(cfg, "enable_authenticated_media", True))
-        self.max_image_pixels: int = int(getattr(cfg, "max_image_pixels", None)
-                                         or thumbnailer.DEFAULT_MAX_IMAGE_PIXELS)
-        self.max_pending_uploads: int = int(getattr(cfg, "max_pending_media_uploads", None)
-                                            or DEFAULT_MAX_PENDING_UPLOADS)
-        self.unused_expiration_ms: int = int(getattr(cfg, "unused_expiration_time", None)
-                                             or DEFAULT_UNUSED_EXPIRATION_MS)
-        self.upload_limits = _upload_limits(getattr(cfg, "media_upload_limits", ()))
+        self.authenticated_only: bool = cfg.enable_authenticated_media
+        self.max_image_pixels: int = cfg.max_image_pixels
+        self.max_pending_uploads: int = cfg.max_pending_media_uploads
+        self.unused_expiration_ms: int = cfg.unused_expiration_time
+        self.upload_limits = _upload_limits(cfg.media_upload_limits)
+        self.dynamic_thumbnails: bool = cfg.dynamic_thumbnails
         self.remote_fetcher: RemoteMediaFetcher = NoRemoteMedia()
         self._upload_waiters: dict[str, list[defer.Deferred]] = {}
         self._inflight: dict[Any, list[defer.Deferred]] = {}
@@ -376,6 +379,8 @@ class MediaRepository:
         if not thumbnailer.is_thumbnailable_type(source.content_type):
             raise _cannot_thumbnail()
         spec = thumbnailer.pick_standard_size(width, height, method)
+        if spec is None and not self.dynamic_thumbnails:
+            spec = nearest_standard_size(width, height, method)
         box_w, box_h = (spec.width, spec.height) if spec else (width, height)
         rec = await self._thumbnail_record(source.sha256, box_w, box_h, method, animated, source.remote,
                                            cache=spec is not None)

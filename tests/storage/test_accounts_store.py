@@ -25,7 +25,8 @@ class FakeHS:
         self.hostname = "test.local"
         self.reactor = reactor
         self.now = NOW
-        self.config = SimpleNamespace(bcrypt_rounds=4, **config)
+        self.config = SimpleNamespace(**{"bcrypt_rounds": 4, "refreshable_access_token_lifetime_ms": 300_000,
+                                         **config})
         self._instances = {}
 
     def clock_ms(self) -> int:

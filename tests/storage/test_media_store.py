@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import pytest_twisted
 
+from config.schema import Config
 from homeserver.media.filestore import MediaFileStore
 from homeserver.storage.media_store import LocalMedia, MediaStore, RemoteMedia, ThumbnailRecord
 
@@ -146,8 +147,9 @@ class FakeHomeServer:
         self.reactor = reactor
         self.hostname = "test"
         self.now = 1_000_000
-        self.config = SimpleNamespace(**{"media_store_path": media_path, "max_upload_size": 10_000,
-                                         "enable_authenticated_media": True, **config})
+        defaults = Config(server_name="test", public_baseurl="http://test/", listeners=(),
+                          database=None, signing_key_path="", media_store_path=media_path)  # type: ignore[arg-type]
+        self.config = replace(defaults, **{"max_upload_size": 10_000, **config})
         self._instances: dict = {}
 
     def clock_ms(self) -> int:
@@ -227,6 +229,21 @@ async def test_upload_pregenerates_the_standard_thumbnails(database, tmp_path):
     sizes = {(t.width, t.height, t.method): (t.thumb_width, t.thumb_height) for t in await repo.store.list_thumbnails(sha)}
     assert sizes == {(32, 32, "crop"): (32, 32), (96, 96, "crop"): (96, 96), (320, 240, "scale"): (320, 224),
                      (640, 480, "scale"): (640, 448), (800, 600, "scale"): (800, 560)}
+
+
+@pytest.mark.parametrize("dynamic, expected", [(True, (200, 100)), (False, (96, 96))])
+@pytest_twisted.ensureDeferred
+async def test_dynamic_thumbnails_false_answers_with_a_pregenerated_size(database, tmp_path, dynamic, expected):
+    import io
+
+    from PIL import Image
+    hs, repo = _repo(database, tmp_path, max_upload_size=10_000_000, dynamic_thumbnails=dynamic)
+    buf = io.BytesIO()
+    Image.new("RGB", (1000, 700), (1, 2, 3)).save(buf, "PNG")
+    media_id = (await repo.upload("@a:test", buf.getvalue(), "image/png", None)).rsplit("/", 1)[1]
+    await repo.wait_for_background_work()
+    thumb = await repo.thumbnail("test", media_id, 200, 100, "crop")  # no standard crop is 2:1
+    assert Image.open(io.BytesIO(thumb.data)).size == expected
 
 
 @pytest_twisted.ensureDeferred

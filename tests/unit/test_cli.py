@@ -257,3 +257,73 @@ def test_version_flag_prints_version(capsys):
         cli.main(["--version"])
     assert e.value.code == 0
     assert capsys.readouterr().out.startswith("uzel ")
+
+
+# --- register-user --database ---------------------------------------------------------------------
+
+def _config_with_sqlite(tmp_path, *extra: str) -> str:
+    config_path = tmp_path / "homeserver.yaml"
+    assert cli.main(["generate-config", "--server-name", "example.org", "--config-path", str(config_path)]) == 0
+    with open(config_path, "a") as f:
+        f.write("\nbcrypt_rounds: 4\n" + "".join(f"{line}\n" for line in extra))
+    return str(config_path)
+
+
+def _user_row(config_path: str, user_id: str):
+    import sqlite3
+    db = sqlite3.connect(load_config(config_path).database.path)
+    try:
+        return db.execute("SELECT password_hash, is_admin FROM users WHERE user_id = ?", (user_id,)).fetchone()
+    finally:
+        db.close()
+
+
+def test_register_user_database_creates_the_user_without_a_server(tmp_path, capsys):
+    import bcrypt
+    config_path = _config_with_sqlite(tmp_path)
+    capsys.readouterr()
+    assert cli.main(["register-user", "--config", config_path, "--database", "-u", "Alice", "-p", "pw",
+                     "--admin"]) == 0
+    assert capsys.readouterr().out.strip() == "@alice:example.org"
+    password_hash, is_admin = _user_row(config_path, "@alice:example.org")
+    assert bcrypt.checkpw(b"pw", password_hash.encode()) and not bcrypt.checkpw(b"wrong", password_hash.encode())
+    assert password_hash.startswith("$2b$04$")  # the configured bcrypt_rounds
+    assert bool(is_admin) is True
+
+
+def test_register_user_database_makes_normal_users_by_default(tmp_path):
+    config_path = _config_with_sqlite(tmp_path)
+    assert cli.main(["register-user", "-c", config_path, "--database", "-u", "bob", "-p", "pw"]) == 0
+    assert bool(_user_row(config_path, "@bob:example.org")[1]) is False
+
+
+def test_register_user_database_refuses_a_taken_name_with_a_clear_message(tmp_path, capsys):
+    config_path = _config_with_sqlite(tmp_path)
+    assert cli.main(["register-user", "-c", config_path, "--database", "-u", "carol", "-p", "one"]) == 0
+    first_hash = _user_row(config_path, "@carol:example.org")[0]
+    capsys.readouterr()
+    assert cli.main(["register-user", "-c", config_path, "--database", "-u", "carol", "-p", "two"]) == 1
+    assert "@carol:example.org is already taken" in capsys.readouterr().err
+    assert _user_row(config_path, "@carol:example.org")[0] == first_hash  # untouched
+
+
+def test_register_user_database_refuses_an_invalid_name(tmp_path, capsys):
+    config_path = _config_with_sqlite(tmp_path)
+    capsys.readouterr()
+    assert cli.main(["register-user", "-c", config_path, "--database", "-u", "bad name", "-p", "pw"]) == 1
+    assert "registration failed" in capsys.readouterr().err
+
+
+def test_register_user_database_needs_a_config(capsys):
+    assert cli.main(["register-user", "--database", "-u", "a", "-p", "b"]) == 2
+    assert "--database needs --config" in capsys.readouterr().err
+
+
+def test_register_user_database_reports_an_unusable_database(tmp_path, capsys):
+    config_path = _config_with_sqlite(tmp_path)
+    (tmp_path / "a_directory.db").mkdir()  # sqlite cannot open a directory as its file
+    text = open(config_path).read().replace(str(tmp_path / "homeserver.db"), str(tmp_path / "a_directory.db"))
+    open(config_path, "w").write(text)
+    capsys.readouterr()
+    assert cli.main(["register-user", "-c", config_path, "--database", "-u", "dave", "-p", "pw"]) == 1
+    assert "database error" in capsys.readouterr().err

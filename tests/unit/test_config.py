@@ -22,6 +22,7 @@ from config.schema import (
     Config,
     ConfigError,
     DatabaseConfig,
+    MediaUploadLimit,
     RatelimitingConfig,
     RatelimitSettings,
 )
@@ -58,6 +59,52 @@ def test_minimal_config_takes_documented_defaults(tmp_path):
     assert c.ratelimiting.enabled is True
     assert c.log_level == "INFO" and c.log_format == "text" and c.log_file is None
     assert c.warnings == ()
+
+
+def test_accounts_and_media_keys_take_synapse_defaults(tmp_path):
+    c = parse({}, tmp_path)
+    assert c.bcrypt_rounds == 12
+    assert c.refreshable_access_token_lifetime_ms == 5 * 60_000
+    assert c.max_image_pixels == 32 * 1024 * 1024
+    assert c.max_pending_media_uploads == 5
+    assert c.unused_expiration_time == 86_400_000
+    assert c.media_upload_limits == ()
+    assert c.dynamic_thumbnails is True  # uzel's default; Synapse's is false
+
+
+def test_accounts_and_media_keys_parse_synapse_forms(tmp_path):
+    c = parse({"bcrypt_rounds": 4, "refreshable_access_token_lifetime": "10m", "max_image_pixels": "8M",
+               "max_pending_media_uploads": 2, "unused_expiration_time": "1h", "dynamic_thumbnails": False,
+               "media_upload_limits": [{"time_period": "1h", "max_size": "100M"},
+                                       {"time_period": "1w", "max_size": 524288000}]}, tmp_path, strict=True)
+    assert c.bcrypt_rounds == 4
+    assert c.refreshable_access_token_lifetime_ms == 600_000
+    assert c.max_image_pixels == 8 * 1024 * 1024
+    assert c.max_pending_media_uploads == 2
+    assert c.unused_expiration_time == 3_600_000
+    assert c.dynamic_thumbnails is False
+    assert c.media_upload_limits == (MediaUploadLimit(3_600_000, 100 * 1024 * 1024),
+                                     MediaUploadLimit(7 * 86_400_000, 500 * 1024 * 1024))
+    assert c.warnings == ()
+
+
+@pytest.mark.parametrize("rounds", [4, 31])
+def test_bcrypt_rounds_accepts_the_bcrypt_range_bounds(tmp_path, rounds):
+    assert parse({"bcrypt_rounds": rounds}, tmp_path).bcrypt_rounds == rounds
+
+
+def test_unknown_key_inside_a_media_upload_limit_is_reported_with_its_path(tmp_path):
+    data = {"media_upload_limits": [{"time_period": "1h", "max_size": "1M", "max_files": 3}]}
+    assert "media_upload_limits[0].max_files: unknown key, ignored" in parse(data, tmp_path).warnings
+    with pytest.raises(ConfigError, match=r"media_upload_limits\[0\]\.max_files"):
+        parse(data, tmp_path, strict=True)
+
+
+def test_max_image_pixels_is_read_not_ignored(tmp_path):
+    assert "max_image_pixels" not in SYNAPSE_KEYS_WITHOUT_EFFECT
+    assert "dynamic_thumbnails" not in SYNAPSE_KEYS_WITHOUT_EFFECT
+    c = parse({"max_image_pixels": 1000}, tmp_path, strict=True)
+    assert c.max_image_pixels == 1000 and c.warnings == ()
 
 
 def test_minimal_config_puts_files_next_to_the_config(tmp_path):
@@ -308,6 +355,27 @@ LISTENER = {"port": 8008, "resources": [{"names": ["client"]}]}
      "registration_shared_secret_path"),
     ({"registration_shared_secret_path": "missing"}, "registration_shared_secret_path"),
     ({"presence": {"enabled": 1}}, "presence.enabled"),
+    ({"bcrypt_rounds": 3}, "bcrypt_rounds"),
+    ({"bcrypt_rounds": 32}, "bcrypt_rounds"),
+    ({"bcrypt_rounds": "12"}, "bcrypt_rounds"),
+    ({"bcrypt_rounds": 12.5}, "bcrypt_rounds"),
+    ({"refreshable_access_token_lifetime": "soon"}, "refreshable_access_token_lifetime"),
+    ({"refreshable_access_token_lifetime": 0}, "refreshable_access_token_lifetime"),
+    ({"max_image_pixels": "many"}, "max_image_pixels"),
+    ({"max_image_pixels": 0}, "max_image_pixels"),
+    ({"max_pending_media_uploads": 0}, "max_pending_media_uploads"),
+    ({"max_pending_media_uploads": "5"}, "max_pending_media_uploads"),
+    ({"unused_expiration_time": "1 day"}, "unused_expiration_time"),
+    ({"unused_expiration_time": "0s"}, "unused_expiration_time"),
+    ({"dynamic_thumbnails": "yes"}, "dynamic_thumbnails"),
+    ({"media_upload_limits": {"time_period": "1h", "max_size": "1M"}}, "media_upload_limits"),
+    ({"media_upload_limits": ["1h"]}, "media_upload_limits[0]"),
+    ({"media_upload_limits": [{"max_size": "1M"}]}, "media_upload_limits[0].time_period"),
+    ({"media_upload_limits": [{"time_period": "1h"}]}, "media_upload_limits[0].max_size"),
+    ({"media_upload_limits": [{"time_period": "1h", "max_size": "1M"}, {"time_period": "1x", "max_size": "1M"}]},
+     "media_upload_limits[1].time_period"),
+    ({"media_upload_limits": [{"time_period": "1h", "max_size": "big"}]}, "media_upload_limits[0].max_size"),
+    ({"media_upload_limits": [{"time_period": "1h", "max_size": 0}]}, "media_upload_limits[0].max_size"),
 ])
 def test_bad_value_raises_config_error_naming_its_key(tmp_path, data, path):
     with pytest.raises(ConfigError) as e:
