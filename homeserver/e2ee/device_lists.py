@@ -46,15 +46,13 @@ class DeviceListService:
 
     def parse_sync_token(self, token: str) -> tuple[int, int | None]:
         """(device-list position, events position) of a /sync ``next_batch`` token
-        (homeserver/sync/tokens.py); a bare integer is taken as a device-list position alone."""
+        (homeserver/sync/tokens.py)."""
         from homeserver.sync.tokens import SyncToken, TokenError
         if self.sync_token_parser is not None:
             try:
                 return self.sync_token_parser(token)
             except ValueError as e:
                 raise invalid_param(f"Invalid sync token {token!r}: {e}") from None
-        if token.isascii() and token.isdigit() and len(token) <= 19:
-            return int(token), None
         try:
             parsed = SyncToken.parse(token)
         except TokenError as e:

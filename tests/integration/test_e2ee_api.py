@@ -224,11 +224,13 @@ def test_keys_changes_lists_room_sharers_whose_keys_changed(server):
     start = db_execute(server, "SELECT COALESCE(MAX(stream_id), 0) FROM e2e_device_list_stream")[0][0]
     for dev in (bob, carol):
         assert dev.call("POST", "/keys/upload", {"device_keys": dev.device_keys()})[0] == 200
-    status, body = alice.call("GET", "/keys/changes", params={"from": str(start), "to": str(start + 1000)})
+    def token(device_lists):
+        return f"s0_0_0_0_0_0_{device_lists}"
+    status, body = alice.call("GET", "/keys/changes", params={"from": token(start), "to": token(start + 1000)})
     assert status == 200 and body == {"changed": [bob.user_id], "left": []}
-    status, body = alice.call("GET", "/keys/changes", params={"from": str(start + 1000), "to": str(start + 2000)})
+    status, body = alice.call("GET", "/keys/changes", params={"from": token(start + 1000), "to": token(start + 2000)})
     assert body == {"changed": [], "left": []}
-    assert alice.call("GET", "/keys/changes", params={"from": "1"})[1]["errcode"] == "M_MISSING_PARAM"
+    assert alice.call("GET", "/keys/changes", params={"from": token(1)})[1]["errcode"] == "M_MISSING_PARAM"
     assert alice.call("GET", "/keys/changes", params={"from": "x", "to": "y"})[1]["errcode"] == "M_INVALID_PARAM"
 
 
@@ -453,6 +455,57 @@ def test_send_to_device_queues_remote_messages_and_refuses_bad_bodies(server):
                  {"messages": {alice.user_id: []}}):
         status, resp = alice.call("PUT", "/sendToDevice/m.test/bad", body)
         assert status == 400 and resp["errcode"] in ("M_MISSING_PARAM", "M_BAD_JSON", "M_INVALID_PARAM"), body
+
+
+def test_sync_delivers_to_device_messages_and_deletes_them_once_acknowledged(server):
+    alice, bob = Device(server), Device(server)
+    status, first = bob.call("GET", "/sync", params={"timeout": "0"})
+    assert status == 200
+    for n in range(3):
+        assert alice.call("PUT", f"/sendToDevice/m.test/sync{n}", {"messages": {bob.user_id: {
+            bob.device_id: {"n": n}}}})[0] == 200
+    status, body = bob.call("GET", "/sync", params={"since": first["next_batch"], "timeout": "0"})
+    events = body["to_device"]["events"]
+    assert [e["content"]["n"] for e in events] == [0, 1, 2]
+    assert all(e["sender"] == alice.user_id and e["type"] == "m.test" for e in events)
+    assert len(_inbox(server, bob.user_id, bob.device_id)) == 3  # not yet acknowledged
+    status, again = bob.call("GET", "/sync", params={"since": body["next_batch"], "timeout": "0"})
+    assert again.get("to_device", {}).get("events", []) == []
+    assert _inbox(server, bob.user_id, bob.device_id) == []
+
+
+def test_sync_reports_one_time_key_counts_and_unused_fallback_types(server):
+    alice = Device(server)
+    fallback = alice.one_time_keys(fallback=True)
+    assert alice.call("POST", "/keys/upload", {"device_keys": alice.device_keys(),
+                                               "one_time_keys": alice.one_time_keys(2),
+                                               "fallback_keys": fallback})[0] == 200
+    status, body = alice.call("GET", "/sync", params={"timeout": "0"})
+    assert body["device_one_time_keys_count"] == {"signed_curve25519": 2}
+    assert body["device_unused_fallback_key_types"] == ["signed_curve25519"]
+    claim = {"one_time_keys": {alice.user_id: {alice.device_id: "signed_curve25519"}}}
+    for _ in range(3):
+        assert alice.call("POST", "/keys/claim", claim)[0] == 200
+    status, body = alice.call("GET", "/sync", params={"since": body["next_batch"], "timeout": "0"})
+    assert body.get("device_one_time_keys_count", {}).get("signed_curve25519", 0) == 0
+    assert body["device_unused_fallback_key_types"] == []
+
+
+def test_sync_device_lists_show_room_sharers_changes(server):
+    alice, bob = Device(server), Device(server)
+    status, created = alice.call("POST", "/createRoom", {"invite": [bob.user_id]})
+    assert status == 200
+    assert bob.call("POST", f"/join/{created['room_id']}", {})[0] == 200
+    status, base = alice.call("GET", "/sync", params={"timeout": "0"})
+    assert bob.call("POST", "/keys/upload", {"device_keys": bob.device_keys()})[0] == 200
+    status, body = alice.call("GET", "/sync", params={"since": base["next_batch"], "timeout": "0"})
+    assert bob.user_id in body["device_lists"]["changed"]
+    status, changes = alice.call("GET", "/keys/changes", params={"from": base["next_batch"],
+                                                                 "to": body["next_batch"]})
+    assert changes == {"changed": [bob.user_id], "left": []}
+    assert bob.call("POST", f"/rooms/{created['room_id']}/leave", {})[0] == 200
+    status, after = alice.call("GET", "/sync", params={"since": body["next_batch"], "timeout": "0"})
+    assert bob.user_id in after["device_lists"]["left"]
 
 
 # --- device deletion --------------------------------------------------------------------------
