@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -26,6 +25,7 @@ from homeserver.protocol.events import Event
 from homeserver.protocol.power_levels import get_named_level, get_user_power_level, parse_level
 from homeserver.protocol.room_versions import get_room_version
 from homeserver.storage.room_extras_store import RoomExtrasStore
+from homeserver.sync.tokens import RoomPosition, TokenError, parse_room_position
 
 from .creation import PRESETS, PUBLIC_CHAT, PRIVATE_CHAT, TRUSTED_PRIVATE_CHAT, RoomCreationService, \
     default_power_levels
@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 MAX_TYPE_BYTES = 255
 MAX_STATE_KEY_BYTES = 255
 MEMBER_ACTIONS = {"join": "join", "invite": "invite", "ban": "ban", "knock": "knock", "leave": "leave"}
-_TOKEN_STREAM = re.compile(r"^[a-z]?(\d+)")
 
 
 def invalid_room_state(msg: str) -> MatrixError:
@@ -120,17 +119,12 @@ def parse_create_room(body: Mapping[str, Any]) -> CreateRoomRequest:
 
 
 def stream_position_of_token(token: str) -> int:
-    """The events-stream position in a pagination/sync token ("s123…", "t4-123", "123");
-    400 M_INVALID_PARAM when there is none."""
-    m = _TOKEN_STREAM.match(token or "")
-    if m is None:
-        raise invalid_param("Invalid pagination token")
-    if token.startswith("t") and "-" in token:
-        rest = token.split("-", 1)[1]
-        m2 = re.match(r"(\d+)", rest)
-        if m2:
-            return int(m2.group(1))
-    return int(m.group(1))
+    """The events-stream position of a pagination or sync token (homeserver/sync/tokens.py:
+    ``t<depth>_<stream>``, ``s<stream>`` or a whole sync token); 400 M_INVALID_PARAM otherwise."""
+    try:
+        return parse_room_position(token).stream
+    except TokenError:
+        raise invalid_param("Invalid pagination token") from None
 
 
 class ClientRoomService:
@@ -465,7 +459,12 @@ class ClientRoomService:
         visible = await self.visibility.filter_events_for_user(requester.user_id, [e for _, e in rows])
         serializer = self.hs.get(EventSerializer)
         state_events = await self.get_state(requester, room_id)
-        start = rows[0][0] - 1 if rows else upto
+        if rows:
+            first, last = rows[0][1], rows[-1][1]
+            start = RoomPosition.before_event(first.depth, rows[0][0])
+            end = RoomPosition.after_event(last.depth, rows[-1][0])
+        else:
+            start = end = RoomPosition(None, upto)
         from homeserver.storage.directory_store import DirectoryStore
         public = await self.hs.get(DirectoryStore).get_room_visibility(room_id)
         result = {
@@ -473,7 +472,7 @@ class ClientRoomService:
             "messages": {
                 "chunk": await serializer.serialize_events(visible, user_id=requester.user_id,
                                                            device_id=requester.device_id),
-                "start": f"s{max(start, 0)}", "end": f"s{upto}",
+                "start": str(start), "end": str(end),
             },
             "state": await serializer.serialize_events(state_events, user_id=requester.user_id,
                                                        device_id=requester.device_id),
