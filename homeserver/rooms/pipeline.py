@@ -184,16 +184,23 @@ class RoomEventService:
             if not room_id:
                 raise ValueError("room_id is required before room version 12")
             pdu["room_id"] = room_id
-        event = self._sign(pdu, room_version)
-        async with self.locks.lock(event.room_id):
-            if await self.state.get_snapshot(event.room_id) is not None:
-                raise MatrixError(400, "M_ROOM_IN_USE", "Room ID already exists")
-            try:
-                event_auth.check_auth_rules(event, {})
-            except event_auth.AuthError as e:
-                raise forbidden(str(e)) from None
-            return await self._persist_dag_event(None, event, StateAt({}, None, 0),
-                                                 new_room=(creator, is_public))
+        # From v12 the room ID is the create event's hash, so two rooms created by one user in the
+        # same millisecond with the same content would collide: move the later one on by 1 ms.
+        for _attempt in range(1000):
+            event = self._sign(dict(pdu), room_version)
+            async with self.locks.lock(event.room_id):
+                if await self.state.get_snapshot(event.room_id) is not None:
+                    if room_version.room_id_from_create_event:
+                        pdu["origin_server_ts"] += 1
+                        continue
+                    raise MatrixError(400, "M_ROOM_IN_USE", "Room ID already exists")
+                try:
+                    event_auth.check_auth_rules(event, {})
+                except event_auth.AuthError as e:
+                    raise forbidden(str(e)) from None
+                return await self._persist_dag_event(None, event, StateAt({}, None, 0),
+                                                     new_room=(creator, is_public))
+        raise MatrixError(400, "M_ROOM_IN_USE", "Room ID already exists")
 
     def _sign(self, pdu: dict, rv: RoomVersion) -> Event:
         if rv.event_format == EventFormat.V1:

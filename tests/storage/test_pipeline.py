@@ -97,6 +97,16 @@ async def test_room_version_defaults_to_config_then_12(database, tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_rooms_created_at_once_by_one_user_get_distinct_v12_ids(hs):
+    """v12 room IDs hash the create event; identical creates in one millisecond must not collide."""
+    hs.clock_ms = lambda: 1_700_000_000_000  # every create event gets the same timestamp
+    rooms = hs.get(RoomCreationService)
+    room_ids = await defer.gatherResults(
+        [defer.ensureDeferred(rooms.create_room(ALICE, room_version="12")) for _ in range(5)])
+    assert len(set(room_ids)) == 5
+
+
+@pytest_twisted.ensureDeferred
 async def test_unknown_room_version_is_unsupported(hs):
     with pytest.raises(MatrixError) as e:
         await hs.get(RoomCreationService).create_room(ALICE, room_version="99")
