@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
 

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-from twisted.internet import defer, threads
+from twisted.internet import threads
 from twisted.python.threadpool import ThreadPool
 
 from .engines import PostgresEngine, SqliteEngine
