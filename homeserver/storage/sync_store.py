@@ -88,3 +88,26 @@ class SyncStore:
                 heroes[room_id] = [(u, m) for u, m in txn.fetchall()]
             return {r: (c[0], c[1]) for r, c in counts.items()}, heroes
         return await self.db.run("sync_summaries", txn_fn, readonly=True)
+
+    async def get_user_counters(self, user_id: str, device_id: str | None
+                                ) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, int] | None, list[str] | None]:
+        """What every sync response carries for a user and device, in one transaction:
+        unread counts ``{room: {thread: (notifications, highlights)}}`` (notification_counts),
+        the device's unclaimed one-time key counts by algorithm and its unused fallback key
+        algorithms (the e2ee tables, read as E2eeStore.count_one_time_keys and
+        get_unused_fallback_key_types do; None without a device)."""
+        def txn_fn(txn: Txn):
+            txn.execute("SELECT room_id, thread_id, notif_count, highlight_count FROM notification_counts"
+                        " WHERE user_id = ? AND notif_count > 0", (user_id,))
+            counts: dict[str, dict[str, tuple[int, int]]] = {}
+            for room_id, thread_id, n, h in txn.fetchall():
+                counts.setdefault(room_id, {})[thread_id] = (int(n), int(h or 0))
+            if device_id is None:
+                return counts, None, None
+            txn.execute("SELECT algorithm, COUNT(*) FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ?"
+                        " GROUP BY algorithm", (user_id, device_id))
+            otk = {r[0]: int(r[1]) for r in txn.fetchall()}
+            txn.execute("SELECT algorithm FROM e2e_fallback_keys WHERE user_id = ? AND device_id = ? AND used = ?"
+                        " ORDER BY algorithm", (user_id, device_id, False))
+            return counts, otk, [r[0] for r in txn.fetchall()]
+        return await self.db.run("sync_user_counters", txn_fn, readonly=True)

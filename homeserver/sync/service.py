@@ -24,7 +24,6 @@ from twisted.internet import defer, task
 from homeserver.client.account_data import AccountDataService
 from homeserver.client.filtering import SyncFilter
 from homeserver.client.presence import PresenceService
-from homeserver.e2ee.device_keys import DeviceKeysService
 from homeserver.e2ee.device_lists import DeviceListService
 from homeserver.e2ee.to_device import ToDeviceService
 from homeserver.ephemeral.receipts import ReceiptsService, receipts_edu
@@ -85,7 +84,6 @@ class SyncService:
         self.typing = hs.get(TypingService)
         self.to_device = hs.get(ToDeviceService)
         self.device_lists = hs.get(DeviceListService)
-        self.device_keys = hs.get(DeviceKeysService)
         self.counter = hs.get(NotificationCounter)
         # Events-stream position from which the notifier's per-room index is complete.
         self._events_baseline = self.store.get_current_stream_token()
@@ -189,8 +187,7 @@ class SyncService:
             self._account_data(user_id, since, now),
             self._presence(user_id, since, now, flt),
             self._to_device(user_id, device_id, since, now),
-            self._key_counts(user_id, device_id),
-            self.counter.get_counts(user_id),
+            self.sync_store.get_user_counters(user_id, device_id),
             self._receipts(joined_ids, since, now, flt),
         )], consumeErrors=True)
         try:
@@ -198,7 +195,9 @@ class SyncService:
             stripped = await self._stripped(stripped_rows)
         finally:
             results = await side
-        (global_ad, room_ad), presence, (to_device, to_device_pos), (otk, fallback), counts, receipts = results
+        (global_ad, room_ad), presence, (to_device, to_device_pos), (counts, otk, fallback), receipts = results
+        if otk is not None:
+            otk.setdefault("signed_curve25519", 0)
         device_changed, device_left = await self._device_lists(user_id, since, now, works, rows)
 
         typing = self.typing.changed_rooms(joined_ids, since.typing if since else 0) \
@@ -513,14 +512,6 @@ class SyncService:
         if since is not None and start >= now.to_device:
             return [], max(start, now.to_device)
         return await self.to_device.get_to_device(user_id, device_id, start, to=now.to_device)
-
-    async def _key_counts(self, user_id: str, device_id: str | None) -> tuple[dict | None, list | None]:
-        if device_id is None:
-            return None, None
-        counts = dict(await self.device_keys.get_one_time_key_counts(user_id, device_id))
-        counts.setdefault("signed_curve25519", 0)
-        fallback = await self.device_keys.get_unused_fallback_key_types(user_id, device_id)
-        return counts, list(fallback)
 
     async def _receipts(self, room_ids: list[str], since: SyncToken | None, now: SyncToken, flt: SyncFilter
                         ) -> dict[str, list]:
