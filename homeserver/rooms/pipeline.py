@@ -71,13 +71,18 @@ class RoomEventService:
     async def create_and_send_event(self, room_id: str, event_type: str, content: dict, sender: str,
                                     state_key: str | None = None, *, txn_id: str | None = None,
                                     device_id: str | None = None, prev_event_ids: list[str] | None = None,
-                                    extra_pdu_fields: Mapping[str, Any] | None = None) -> Event:
+                                    extra_pdu_fields: Mapping[str, Any] | None = None,
+                                    before_persist=None) -> Event:
         """Build, sign, auth and persist a local event; return it.
 
         ``prev_events`` are the room's forward extremities (the deepest :data:`MAX_PREV_EVENTS`)
         unless ``prev_event_ids`` is given. The event must pass the auth rules against its auth
         events and against the current state, else MatrixError 403 M_FORBIDDEN with the rule's
         text. A repeated ``txn_id`` of the same (sender, device_id) returns the first event.
+
+        ``before_persist`` (federation's remote invites): ``async fn(event) -> event`` called under
+        the room lock once the event passed auth and before it is persisted; it may return the
+        same event with more signatures (the invitee's server's) or raise to abort the send.
         """
         if not isinstance(content, dict):
             raise MatrixError(400, "M_BAD_JSON", "content must be an object")
@@ -88,7 +93,7 @@ class RoomEventService:
         if txn_id is None:
             async with self.locks.lock(room_id):
                 event = await self._send_locked(room_id, event_type, content, sender, state_key,
-                                                prev_event_ids, extra_pdu_fields, None)
+                                                prev_event_ids, extra_pdu_fields, None, before_persist)
             self._maybe_merge_extremities(room_id)
             return event
         key = (sender, device_id or "", txn_id)
@@ -104,7 +109,7 @@ class RoomEventService:
             if event is None:
                 async with self.locks.lock(room_id):
                     event = await self._send_locked(room_id, event_type, content, sender, state_key,
-                                                    prev_event_ids, extra_pdu_fields, key)
+                                                    prev_event_ids, extra_pdu_fields, key, before_persist)
                 self._maybe_merge_extremities(room_id)
         except BaseException as e:
             del self._inflight_txns[key]
@@ -119,7 +124,7 @@ class RoomEventService:
     async def _send_locked(self, room_id: str, event_type: str, content: dict, sender: str,
                            state_key: str | None, prev_event_ids: list[str] | None,
                            extra_pdu_fields: Mapping[str, Any] | None,
-                           txn_key: tuple[str, str, str] | None) -> Event:
+                           txn_key: tuple[str, str, str] | None, before_persist=None) -> Event:
         snap = await self.state.get_snapshot(room_id)
         if snap is None:
             raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room_id}")
@@ -168,6 +173,11 @@ class RoomEventService:
                 event_auth.check_auth_rules(event, await self.state.auth_state_for(event, snap.state))
         except event_auth.AuthError as e:
             raise forbidden(str(e)) from None
+        if before_persist is not None:
+            signed = await before_persist(event)
+            if signed.event_id != event.event_id:
+                raise MatrixError(500, "M_UNKNOWN", "before_persist changed the event")
+            event = signed
         return await self._persist_dag_event(snap, event, before, txn_key=txn_key)
 
     async def send_create_event(self, room_version: RoomVersion, creator: str, content: dict,
@@ -375,6 +385,17 @@ class RoomEventService:
             await self.store.persist(items)
         out.update({item.event.event_id: item.event for item in items})
         return out
+
+    async def store_out_of_band_membership(self, event: Event) -> Event:
+        """A membership event of a local user for a room this server is not in (an invite
+        received over federation, our rejection of it, a knock), stored as an outlier *without*
+        auth checks: its auth events are the room's, which we cannot have (server-server-api.md
+        "Inviting to a room", "Leaving Rooms"). The caller checked its signatures."""
+        async with self.locks.lock(event.room_id):
+            existing = (await self.store.get_event_metas([event.event_id])).get(event.event_id)
+            if existing is not None:
+                return await self.store.get_event(event.event_id, allow_rejected=True)
+            return await self._persist_outlier(event, None)
 
     async def _persist_outlier(self, event: Event, rejected: str | None) -> Event:
         out_of_band = False
