@@ -17,7 +17,10 @@ Seams for federation (None until it sets them):
   not in through one of ``servers``;
 * ``remote_knock(requester, room_id, servers, content) -> room_id``;
 * ``remote_leave(requester, room_id, content) -> None``: reject an invite or retract a knock
-  for a room this server is not in.
+  for a room this server is not in;
+* ``remote_invite(event) -> event``: an invite of another server's user, built and authorised
+  here, is sent to the invitee's server (``PUT /invite``) before it is persisted; the seam returns
+  it with that server's signature added, or raises to refuse the invite.
 
 Without them such requests get 404 M_NOT_FOUND "No known servers".
 """
@@ -59,6 +62,7 @@ class MembershipService:
         self.remote_join: RemoteJoin | None = None
         self.remote_knock: RemoteJoin | None = None
         self.remote_leave: RemoteLeave | None = None
+        self.remote_invite: Callable[[Event], Awaitable[Event]] | None = None
 
     def is_mine(self, user_id: str) -> bool:
         try:
@@ -149,9 +153,12 @@ class MembershipService:
             content["membership"] = LEAVE
         if reason is not None:
             content["reason"] = reason
+        before_persist = None
+        if action == "invite" and not self.is_mine(target) and self.remote_invite is not None:
+            before_persist = self.remote_invite
         return await self.events.create_and_send_event(
             room_id, "m.room.member", content, user_id, target, txn_id=txn_id,
-            device_id=requester.device_id, extra_pdu_fields=extra_pdu)
+            device_id=requester.device_id, extra_pdu_fields=extra_pdu, before_persist=before_persist)
 
     def _ratelimit(self, requester, target: str, room_id: str, action: str) -> None:
         key = requester.user_id
