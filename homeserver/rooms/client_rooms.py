@@ -142,6 +142,10 @@ class ClientRoomService:
         from homeserver.directory.aliases import AliasService
         return self.hs.get(AliasService)
 
+    def _relations(self):
+        from homeserver.history.relations import RelationsService  # history builds on rooms
+        return self.hs.get(RelationsService)
+
     # =========================================================================================
     # Creation
     # =========================================================================================
@@ -262,9 +266,18 @@ class ClientRoomService:
     # Sending
     # =========================================================================================
     async def send_message(self, requester, room_id: str, event_type: str, content: dict, txn_id: str) -> Event:
-        """PUT /rooms/{roomId}/send/{eventType}/{txnId}; idempotent per device, room, type and txnId."""
+        """PUT /rooms/{roomId}/send/{eventType}/{txnId}; idempotent per device, room, type and txnId.
+        Relations are checked first (:meth:`RelationsService.check_new_relation`: 400
+        M_DUPLICATE_ANNOTATION for a repeated reaction, 400 M_UNKNOWN for a thread rooted at an
+        event that has a relation itself); a retransmission returns the first event unchecked."""
         check_event_type(event_type)
         self.limiter.check("rc_message", requester.user_id, requester=requester)
+        key = txn_key("send", room_id, event_type, txn_id)
+        sent = await self.events.store.get_event_id_for_txn(requester.user_id, requester.device_id or "", key)
+        previous = await self.events.store.get_event(sent) if sent else None
+        if previous is not None:
+            return previous
+        await self._relations().check_new_relation(room_id, requester.user_id, event_type, content)
         extra = None
         if event_type == "m.room.redaction":
             redacts = content.get("redacts")
@@ -278,8 +291,7 @@ class ClientRoomService:
                 extra = {"redacts": redacts}
         return await self.events.create_and_send_event(
             room_id, event_type, content, requester.user_id,
-            txn_id=txn_key("send", room_id, event_type, txn_id), device_id=requester.device_id,
-            extra_pdu_fields=extra)
+            txn_id=key, device_id=requester.device_id, extra_pdu_fields=extra)
 
     async def send_state(self, requester, room_id: str, event_type: str, state_key: str, content: dict) -> Event:
         """PUT /rooms/{roomId}/state/{eventType}/{stateKey}. Member events become membership
@@ -470,8 +482,8 @@ class ClientRoomService:
         result = {
             "room_id": room_id,
             "messages": {
-                "chunk": await serializer.serialize_events(visible, user_id=requester.user_id,
-                                                           device_id=requester.device_id),
+                "chunk": await self._relations().serialize_events(visible, requester.user_id,
+                                                                  device_id=requester.device_id),
                 "start": str(start), "end": str(end),
             },
             "state": await serializer.serialize_events(state_events, user_id=requester.user_id,

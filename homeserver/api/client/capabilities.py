@@ -9,7 +9,8 @@ def register_routes(hs, router) -> None:
     auth = hs.get(AuthService)
 
     async def capabilities(request):
-        """GET /_matrix/client/v3/capabilities: password changes and profile edits allowed, no
+        """GET /_matrix/client/v3/capabilities: password changes and profile edits allowed
+        (m.profile_fields, and the deprecated m.set_displayname / m.set_avatar_url), no
         3PID changes and no login-token generation; every known room version is stable and the
         configured default ("12" unless set) is offered."""
         await auth.get_requester(request, allow_guest=True)
@@ -19,6 +20,9 @@ def register_routes(hs, router) -> None:
                 "default": hs.config.default_room_version,
                 "available": {v: "stable" for v in KNOWN_ROOM_VERSIONS},
             },
+            # v1.16 "m.profile_fields capability": every field may be changed (no allowed /
+            # disallowed lists); m.set_displayname / m.set_avatar_url stay for older clients.
+            "m.profile_fields": {"enabled": True},
             "m.set_displayname": {"enabled": True},
             "m.set_avatar_url": {"enabled": True},
             "m.3pid_changes": {"enabled": False},

@@ -3,9 +3,9 @@ room_initial_sync.yaml, room_event_by_timestamp.yaml)."""
 from __future__ import annotations
 
 from homeserver.accounts.auth import AuthService
+from homeserver.history.relations import RelationsService
 from homeserver.http.errors import invalid_param, missing_param
 from homeserver.rooms.client_rooms import ClientRoomService
-from homeserver.rooms.serialize import EventSerializer
 
 from .room_common import check_room_id
 
@@ -13,15 +13,17 @@ from .room_common import check_room_id
 def register_routes(hs, router) -> None:
     auth = hs.get(AuthService)
     rooms = hs.get(ClientRoomService)
-    serializer = hs.get(EventSerializer)
+    relations = hs.get(RelationsService)
 
     async def get_event(request, roomId, eventId):
-        """GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}: the client event; 404
+        """GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}: the client event with its bundled
+        aggregations (``unsigned["m.relations"]``, "Aggregations of child events"); 404
         M_NOT_FOUND when unknown or not visible under the history visibility rules."""
         requester = await auth.get_requester(request, allow_guest=True)
         check_room_id(roomId)
         event = await rooms.get_event(requester, roomId, eventId)
-        return 200, await serializer.serialize_one(event, user_id=requester.user_id, device_id=requester.device_id)
+        served = await relations.serialize_events([event], requester.user_id, device_id=requester.device_id)
+        return 200, served[0]
 
     async def initial_sync(request, roomId):
         """GET /_matrix/client/v3/rooms/{roomId}/initialSync (deprecated): state, latest messages,
