@@ -133,6 +133,16 @@ class PusherService:
         self.hs = hs
         self.store = hs.get(UserDataStore)
 
+    async def delete_pushers_of_devices(self, user_id: str, device_ids: list[str]) -> None:
+        """Hook of ``DeviceService.on_device_deleted``: a pusher set from a device goes with the
+        device (logout, DELETE /devices/{deviceId}, /delete_devices), as in Synapse."""
+        await self.store.delete_pushers_for_devices(user_id, device_ids)
+
+    async def delete_all_pushers(self, user_id: str) -> None:
+        """Every pusher of the user, whichever device (or none) set it; for deactivation."""
+        for p in await self.store.get_pushers(user_id):
+            await self.store.delete_pusher(user_id, p["app_id"], p["pushkey"])
+
     async def get_pushers(self, user_id: str) -> list[dict]:
         """The user's pushers in the response shape of GET /pushers."""
         out = []

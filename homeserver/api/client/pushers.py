@@ -3,12 +3,14 @@ stored; delivery to push gateways is not implemented yet."""
 from __future__ import annotations
 
 from homeserver.accounts.auth import AuthService
+from homeserver.accounts.devices import DeviceService
 from homeserver.client.push_service import PusherService
 
 
 def register_routes(hs, router) -> None:
     auth = hs.get(AuthService)
     pushers = hs.get(PusherService)
+    hs.get(DeviceService).on_device_deleted.append(pushers.delete_pushers_of_devices)
 
     async def get_pushers(request):
         """GET /_matrix/client/v3/pushers: the user's pushers."""
