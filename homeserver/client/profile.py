@@ -144,6 +144,20 @@ class ProfileService:
         new = {k: v for k, v in old.items() if k != key}
         await self._changed(user_id, key, old, new)
 
+    async def erase(self, user_id: str) -> None:
+        """Deactivation with ``erase`` (account_deactivation.yaml: "erase any non-event data"):
+        remove every field, display name and avatar included; the usual change callbacks run
+        (the rooms the user is still joined to get a member event without them)."""
+        old = await self.store.get_profile(user_id)
+        if not old:
+            return
+        for key in list(old):
+            await self.store.delete_profile_field(user_id, key)
+        for key in ("displayname", "avatar_url"):
+            if key in old:
+                await self._changed(user_id, key, old, {})
+                break  # one callback round carries both fields
+
     async def _changed(self, user_id: str, key: str, old: dict, new: dict) -> None:
         if key not in ("displayname", "avatar_url") or old.get(key) == new.get(key):
             return

@@ -75,6 +75,11 @@ class UserDirectoryService:
             results.append(entry)
         return {"results": results, "limited": limited}
 
+    async def remove_user(self, user_id: str) -> None:
+        """Deactivation: the user's entry goes (their rooms are left first, so room stats,
+        which only add joined members, do not bring it back)."""
+        await self.store.delete_directory_user(user_id)
+
     async def mutual_rooms(self, requester: Requester, user_id: Any, from_token: Any = None) -> dict:
         """mutual_rooms.yaml: ``{"joined", "count", "next_batch"?}`` of rooms both users are joined
         to. 400 M_MISSING_PARAM without user_id; 400 M_INVALID_PARAM for an invalid user ID, the

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
+from homeserver.accounts.auth import Requester
 from homeserver.accounts.ratelimit import Ratelimiter
 from homeserver.http.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from homeserver.protocol import ids
@@ -284,6 +285,18 @@ class MembershipService:
 
     async def get_forgotten_rooms(self, user_id: str) -> set[str]:
         return await self.extras.get_forgotten_rooms(user_id)
+
+    # --- deactivation ---------------------------------------------------------------------------
+    async def leave_all_rooms(self, user_id: str) -> None:
+        """Deactivation (account_deactivation.yaml): leave every room ``user_id`` is joined to,
+        reject their invites and retract their knocks, as the user themselves; a room that
+        refuses (e.g. a remote invite without the federation seam) is logged and skipped."""
+        requester = Requester(user_id, None, None)
+        for room_id in await self.events.get_rooms_for_user(user_id, (JOIN, INVITE, KNOCK)):
+            try:
+                await self.update_membership(requester, user_id, room_id, "leave", ratelimit=False)
+            except MatrixError as e:
+                logger.info("deactivated %s could not leave %s: %s", user_id, room_id, e.msg)
 
     # --- profile propagation ------------------------------------------------------------------
     async def on_profile_changed(self, user_id: str, old: dict, new: dict) -> None:

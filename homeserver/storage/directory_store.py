@@ -291,6 +291,11 @@ class DirectoryStore:
         if users:
             await self.db.run("upsert_directory_users", self._upsert_users_txn, list(users))
 
+    async def delete_directory_user(self, user_id: str) -> None:
+        def txn_fn(txn: Txn) -> None:
+            txn.execute("DELETE FROM user_directory WHERE user_id = ?", (user_id,))
+        await self.db.run("delete_directory_user", txn_fn)
+
     async def search_users(self, searcher: str, term: str, limit: int) -> tuple[list[DirectoryUser], bool]:
         """Users whose ID or display name contains ``term`` (case-insensitively) and who are joined
         to a room the searcher is joined to, or to a room with a public join rule or world-readable

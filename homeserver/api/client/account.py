@@ -6,7 +6,11 @@ from homeserver.accounts import uia as uia_stages
 from homeserver.accounts.account import AccountService, check_password_shape
 from homeserver.accounts.auth import AuthService
 from homeserver.accounts.uia import UiaService
+from homeserver.client.profile import ProfileService
+from homeserver.client.push_service import PusherService
+from homeserver.directory.user_directory import UserDirectoryService
 from homeserver.http.errors import invalid_param, missing_param
+from homeserver.rooms.membership import MembershipService
 
 # Endpoints that re-check the user's identity offer one flow: the account password.
 PASSWORD_FLOWS = [[uia_stages.PASSWORD]]
@@ -16,6 +20,7 @@ def register_routes(hs, router) -> None:
     auth = hs.get(AuthService)
     uia = hs.get(UiaService)
     accounts = hs.get(AccountService)
+    register_deactivation_hooks(hs, accounts)
 
     async def whoami(request):
         """GET /_matrix/client/v3/account/whoami: user_id, device_id (absent for appservice
@@ -57,6 +62,33 @@ def register_routes(hs, router) -> None:
     router.add_client("GET", "/account/whoami", whoami)
     router.add_client("POST", "/account/password", change_password)
     router.add_client("POST", "/account/deactivate", deactivate)
+
+
+def register_deactivation_hooks(hs, accounts: AccountService) -> None:
+    """What a deactivation takes with it, in this order (each step its own hook, so one failing
+    does not stop the others): the user leaves every joined room and rejects their invites and
+    knocks; with ``erase`` their profile is emptied (account_deactivation.yaml); their user
+    directory entry and all their pushers are removed. Devices (and with them their keys and
+    device pushers) are deleted by AccountService itself before the hooks run."""
+    membership = hs.get(MembershipService)
+    profiles = hs.get(ProfileService)
+    directory = hs.get(UserDirectoryService)
+    pushers = hs.get(PusherService)
+
+    async def leave_rooms(user_id: str, erase: bool) -> None:
+        await membership.leave_all_rooms(user_id)
+
+    async def erase_profile(user_id: str, erase: bool) -> None:
+        if erase:
+            await profiles.erase(user_id)
+
+    async def leave_directory(user_id: str, erase: bool) -> None:
+        await directory.remove_user(user_id)
+
+    async def drop_pushers(user_id: str, erase: bool) -> None:
+        await pushers.delete_all_pushers(user_id)
+
+    accounts.on_deactivate.extend([leave_rooms, erase_profile, leave_directory, drop_pushers])
 
 
 def _check_password_params(d: dict) -> None:
