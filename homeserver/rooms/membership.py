@@ -187,6 +187,7 @@ class MembershipService:
                 domain = ids.get_domain(room_id)
                 if domain != self.hs.hostname and domain not in servers:
                     servers = servers + [domain]
+            servers = servers + await self._inviting_servers(room_id, requester.user_id)
             servers = [s for s in dict.fromkeys(servers) if s != self.hs.hostname]
             seam = self.remote_join if action == "join" else self.remote_knock
             if seam is None or not servers:
@@ -208,6 +209,18 @@ class MembershipService:
                 (await self.events.store.get_membership(room_id, requester.user_id) or row)[1],
                 allow_rejected=True)
         raise not_found("Unknown room")
+
+    async def _inviting_servers(self, room_id: str, user_id: str) -> list[str]:
+        """The server of whoever invited the user (an out-of-band invite to a room we are not
+        in): it can help with the join (room IDs of v12 rooms name no server)."""
+        row = await self.events.store.get_membership(room_id, user_id)
+        if row is None or row[0] != INVITE:
+            return []
+        ev = await self.events.store.get_event(row[1], allow_rejected=True)
+        try:
+            return [ids.get_domain(ev.sender)] if ev is not None else []
+        except ValueError:
+            return []
 
     # --- content ---------------------------------------------------------------------------------
     async def _add_profile(self, content: dict, user_id: str) -> None:
