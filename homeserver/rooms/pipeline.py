@@ -678,9 +678,14 @@ def _depth(event: Event) -> int:
 
 
 def _auth_order(events: Mapping[str, Event]) -> list[Event]:
-    """``events`` with every event after its auth events that are in the batch (Kahn's algorithm;
-    events on an auth cycle come last, in ID order)."""
+    """``events`` with every event after its auth events that are in the batch (and, in v12, after
+    its room's create event) (Kahn's algorithm; events on an auth cycle come last, in ID order)."""
     waiting = {eid: {a for a in ev.auth_event_ids if a in events and a != eid} for eid, ev in events.items()}
+    for eid, ev in events.items():  # v12: the create event is not cited, yet every event needs it
+        if ev.room_version.room_id_from_create_event and isinstance(ev.room_id, str):
+            create_id = "$" + ev.room_id[1:]
+            if create_id in events and create_id != eid:
+                waiting[eid].add(create_id)
     dependents: dict[str, list[str]] = {eid: [] for eid in events}
     for eid, deps in waiting.items():
         for d in deps:
