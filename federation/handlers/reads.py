@@ -1,0 +1,158 @@
+"""Answers to other servers' reads of rooms: events, state, missing events, backfill, auth chains.
+
+server-server-api.md "Retrieving events" (events.yaml), "Backfilling and retrieving missing
+events" (backfill.yaml), "Retrieving event authorisation information" (event_auth.yaml).
+
+Who may read: a server with a member in the room whose membership is join, invite or knock, or
+anyone when the room's history is ``world_readable`` (a coarse form of Synapse's
+``filter_events_for_server``; per-event history visibility for servers is not applied yet).
+Everything else is 403 M_FORBIDDEN; unknown rooms and events are 404 M_NOT_FOUND.
+"""
+from __future__ import annotations
+
+import heapq
+from typing import Iterable
+
+from homeserver.http.errors import forbidden, not_found
+from homeserver.protocol import ids
+from homeserver.protocol.events import Event
+from homeserver.rooms.pipeline import RoomEventService
+from homeserver.storage.events_store import EventsStore
+
+MAX_MISSING_EVENTS = 20
+MAX_BACKFILL = 100
+_MEMBERSHIPS_THAT_SEE = ("join", "invite", "knock")
+
+
+class FederationReadsHandler:
+    def __init__(self, hs):
+        self.hs = hs
+        self.events: RoomEventService = hs.get(RoomEventService)
+        self.store: EventsStore = hs.get(EventsStore)
+
+    async def check_server_in_room(self, origin: str, room_id: str) -> None:
+        if await self.events.get_room_version(room_id) is None:
+            raise not_found(f"Unknown room {room_id}")
+        if not await self.server_can_read(origin, room_id):
+            raise forbidden("Your server is not in this room")
+
+    async def server_can_read(self, origin: str, room_id: str) -> bool:
+        for member in await self.events.get_joined_members(room_id):
+            if _domain(member) == origin:
+                return True
+        state = await self.events.get_current_state_ids(room_id)
+        hv = state.get(("m.room.history_visibility", ""))
+        if hv is not None:
+            ev = await self.store.get_event(hv)
+            if ev is not None and ev.content.get("history_visibility") == "world_readable":
+                return True
+        member_ids = [eid for (t, sk), eid in state.items() if t == "m.room.member" and _domain(sk) == origin]
+        for ev in (await self.store.get_events(member_ids)).values():
+            if ev.membership in _MEMBERSHIPS_THAT_SEE:
+                return True
+        return False
+
+    async def get_event(self, origin: str, event_id: str) -> dict:
+        """events.yaml GET /event/{eventId}: the PDU in a transaction."""
+        ev = await self.store.get_event(event_id)
+        if ev is None:
+            raise not_found("Event not found")
+        await self.check_server_in_room(origin, ev.room_id)
+        return self._transaction([ev])
+
+    async def _state_before(self, origin: str, room_id: str, event_id: str | None) -> dict:
+        await self.check_server_in_room(origin, room_id)
+        if not event_id:
+            raise not_found("event_id is required")
+        meta = (await self.store.get_event_metas([event_id])).get(event_id)
+        if meta is None or meta.room_id != room_id:
+            raise not_found("Event not found in this room")
+        state = await self.events.get_state_ids_before(event_id)
+        if state is None:
+            raise not_found("The state at this event is not known")
+        return state
+
+    async def state_ids(self, origin: str, room_id: str, event_id: str | None) -> dict:
+        """events.yaml GET /state_ids/{roomId}?event_id: the state before the event and its auth chain."""
+        state = await self._state_before(origin, room_id, event_id)
+        chain = await self.store.get_auth_chain_ids(sorted(set(state.values())))
+        return {"pdu_ids": sorted(set(state.values())), "auth_chain_ids": sorted(chain)}
+
+    async def state(self, origin: str, room_id: str, event_id: str | None) -> dict:
+        """events.yaml GET /state/{roomId}?event_id: the same as full PDUs."""
+        state = await self._state_before(origin, room_id, event_id)
+        state_ids = sorted(set(state.values()))
+        chain = await self.store.get_auth_chain_ids(state_ids)
+        loaded = await self.store.get_events(set(state_ids) | chain, allow_rejected=True)
+        return {"pdus": [loaded[e].pdu for e in state_ids if e in loaded],
+                "auth_chain": [loaded[e].pdu for e in sorted(chain) if e in loaded]}
+
+    async def event_auth(self, origin: str, room_id: str, event_id: str) -> dict:
+        """event_auth.yaml: the full auth chain of an event."""
+        await self.check_server_in_room(origin, room_id)
+        meta = (await self.store.get_event_metas([event_id])).get(event_id)
+        if meta is None or meta.room_id != room_id:
+            raise not_found("Event not found in this room")
+        chain = await self.store.get_auth_chain_ids([event_id])
+        loaded = await self.store.get_events(chain, allow_rejected=True)
+        return {"auth_chain": [loaded[e].pdu for e in sorted(chain) if e in loaded]}
+
+    async def get_missing_events(self, origin: str, room_id: str, earliest: list[str], latest: list[str],
+                                 limit: int, min_depth: int) -> dict:
+        """events.yaml POST /get_missing_events: walking back from ``latest_events`` over
+        prev_events and stopping at ``earliest_events``, the deepest events first, at most
+        ``limit``, none below ``min_depth``; answered oldest first."""
+        await self.check_server_in_room(origin, room_id)
+        limit = max(0, min(limit, MAX_MISSING_EVENTS))
+        stop = set(earliest)
+        seen = set(latest) | stop
+        starts = await self.store.get_events(latest)
+        frontier = [eid for ev in starts.values() if ev.room_id == room_id for eid in ev.prev_event_ids]
+        out = await self._walk_back(room_id, frontier, seen, limit, min_depth)
+        return {"events": [ev.pdu for ev in sorted(out, key=lambda e: (e.depth, e.event_id))]}
+
+    async def backfill(self, origin: str, room_id: str, from_ids: list[str], limit: int) -> dict:
+        """backfill.yaml GET /backfill/{roomId}?v=…&limit=…: the given events and those before
+        them, deepest first, at most ``limit``."""
+        await self.check_server_in_room(origin, room_id)
+        limit = max(0, min(limit, MAX_BACKFILL))
+        out = await self._walk_back(room_id, list(from_ids), set(), limit, 0)
+        return self._transaction(sorted(out, key=lambda e: (-e.depth, e.event_id)))
+
+    async def _walk_back(self, room_id: str, frontier: Iterable[str], seen: set[str], limit: int,
+                         min_depth: int) -> list[Event]:
+        """Breadth by depth: the deepest not-yet-seen events first, following prev_events."""
+        heap: list[tuple[int, str]] = []
+        out: list[Event] = []
+        pending = [e for e in dict.fromkeys(frontier) if e not in seen]
+        seen.update(pending)
+        while len(out) < limit:
+            if pending:
+                loaded = await self.store.get_events(pending)
+                for eid, ev in loaded.items():
+                    if ev.room_id == room_id and ev.depth >= min_depth:
+                        heapq.heappush(heap, (-ev.depth, eid))
+                pending = []
+            if not heap:
+                break
+            _, eid = heapq.heappop(heap)
+            ev = await self.store.get_event(eid)
+            if ev is None:
+                continue
+            out.append(ev)
+            for p in ev.prev_event_ids:
+                if p not in seen:
+                    seen.add(p)
+                    pending.append(p)
+        return out
+
+    def _transaction(self, events: list[Event]) -> dict:
+        return {"origin": self.hs.hostname, "origin_server_ts": self.hs.clock_ms(),
+                "pdus": [ev.pdu for ev in events]}
+
+
+def _domain(user_id: str) -> str | None:
+    try:
+        return ids.get_domain(user_id)
+    except ValueError:
+        return None
