@@ -193,13 +193,12 @@ class RoomStateService:
                       unstored: Mapping[str, Event] | None = None) -> dict[StateKey, str]:
         """State resolution of ``maps`` (state_res.resolve_state) in a worker thread.
 
-        The auth difference is computed here (IDs only, in SQL) as
-        ``(∪Ki − ∩Ki) − (U ∪ chain(U))`` where U is the events common to all sets and Ki the
-        set-specific events with their auth chains: equal to ``∪Ci − ∩Ci`` of
-        homeserver/protocol/auth_chain.py, without walking the unconflicted state's chains in
-        Python. The events resolution reads are prefetched; the loader falls back to a blocking
-        fetch through the reactor for anything else. ``unstored`` are events the maps cite that
-        are not persisted yet (the event being processed)."""
+        The auth difference (``∪Ci − ∩Ci`` of homeserver/protocol/auth_chain.py) is computed here
+        from the persisted chain-cover index (homeserver/storage/auth_chain_store.py), or, when an
+        event of the sets is not indexed, by walking the stored auth edges in SQL. The events
+        resolution reads are prefetched; the loader falls back to a blocking fetch through the
+        reactor for anything else. ``unstored`` are events the maps cite that are not persisted
+        yet (the event being processed)."""
         unconflicted, conflicted = state_res.separate(maps)
         if not conflicted:
             return unconflicted
@@ -209,19 +208,19 @@ class RoomStateService:
         prefetch: set[str] = set().union(*specific)
         difference: set[str] | None = None
         if room_version.state_res != StateResAlgorithm.V1:
-            chains = [s | await self._auth_chain(s, unstored) for s in specific]
-            union = set().union(*chains)
-            candidates = union - set.intersection(*chains)
-            if candidates:
-                common_chain = await self.store.get_auth_chain_ids(sorted(common))
-                candidates -= common
-                candidates -= common_chain
-            difference = candidates
-            prefetch |= union
+            difference = await self._auth_difference_from_index(sets, unstored)
+            if difference is None:
+                difference, union = await self._auth_difference_walk(common, specific, unstored)
+                prefetch |= union
+            prefetch |= difference
         else:
             prefetch |= set(unconflicted.values())
         loaded = await self.store.get_events(prefetch - set(unstored or ()), allow_rejected=True)
         loaded.update(unstored or {})
+        if difference is not None:
+            # The iterative auth checks read the auth events of the full conflicted set.
+            auth_ids = {a for ev in loaded.values() for a in ev.auth_event_ids} - set(loaded)
+            loaded.update(await self.store.get_events(auth_ids, allow_rejected=True))
         # Unconflicted events the auth checks read: create, power levels, join rules, and the
         # memberships of the senders and targets among the loaded events.
         people = {ev.sender for ev in loaded.values()} | {
@@ -249,6 +248,43 @@ class RoomStateService:
             reactor, reactor.getThreadPool(), state_res.resolve_state, room_version, maps, get_event,
             auth_difference)
 
+
+    async def _auth_difference_from_index(self, sets: list[set[str]],
+                                          unstored: Mapping[str, Event] | None) -> set[str] | None:
+        """The auth difference from the chain-cover index; None if an event is not indexed.
+
+        An event not stored yet is replaced by its auth events: nothing cites it, so it is in
+        ``Ci`` exactly when it is in ``Si`` and belongs to the difference when some set lacks it."""
+        unstored = unstored or {}
+        index_sets = []
+        for s in sets:
+            ids_ = {e for e in s if e not in unstored}
+            for e in s:
+                if e in unstored:
+                    ids_.update(unstored[e].auth_event_ids)
+            index_sets.append(ids_)
+        difference = await self.store.auth_chains.auth_chain_difference(index_sets)
+        if difference is None:
+            return None
+        for e in unstored:
+            in_sets = sum(1 for s in sets if e in s)
+            if 0 < in_sets < len(sets):
+                difference.add(e)
+        return difference
+
+    async def _auth_difference_walk(self, common: set[str], specific: list[set[str]],
+                                    unstored: Mapping[str, Event] | None) -> tuple[set[str], set[str]]:
+        """The auth difference by walking the stored auth edges in SQL (for events the index
+        lacks): ``(∪Ki − ∩Ki) − (U ∪ chain(U))`` where U is the events common to all sets and Ki
+        the set-specific events with their auth chains. Returns it with ``∪Ki`` (to prefetch)."""
+        chains = [s | await self._auth_chain(s, unstored) for s in specific]
+        union = set().union(*chains)
+        candidates = union - set.intersection(*chains)
+        if candidates:
+            common_chain = await self.store.get_auth_chain_ids(sorted(common))
+            candidates -= common
+            candidates -= common_chain
+        return candidates, union
 
     async def _auth_chain(self, event_ids: set[str], unstored: Mapping[str, Event] | None) -> set[str]:
         """The auth chain of ``event_ids`` (IDs only, from the stored auth edges); events not

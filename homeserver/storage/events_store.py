@@ -23,6 +23,7 @@ from twisted.internet import defer
 from homeserver.protocol.events import Event
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 
+from .auth_chain_store import AuthChainStore
 from .database import Txn
 from .id_generator import StreamIdGenerator
 from .lru import LruCache
@@ -109,6 +110,7 @@ class EventsStore:
         self.hs = hs
         self.db = hs.db
         self.state = hs.get(StateStore)
+        self.auth_chains = hs.get(AuthChainStore)
         self._events: LruCache[str, Event] = LruCache(50_000)
         self._meta: LruCache[str, EventMeta] = LruCache(200_000)
         self._room_versions: dict[str, RoomVersion] = {}
@@ -265,6 +267,11 @@ class EventsStore:
                     (user_id, device_id, txn_id, ev.room_id, ev.event_id, now))
             for write in item.extra_writes:
                 write(txn, item)
+        # The chain-cover index of the batch's accepted state events (items are in topological order).
+        indexable = [item.event for item in items if item.rejected_reason is None and _indexable(item.event)]
+        if indexable:
+            self.auth_chains.index_events_txn(
+                txn, indexable, maybe_indexed={item.event.event_id for item in items if item.de_outlier})
 
     def _after_persist(self, item: PersistItem) -> None:
         ev = item.event
@@ -550,6 +557,10 @@ def _meta_from_row(row) -> EventMeta:
     (event_id, nid, room_id, _rv, stream, depth, outlier, rejected, soft_failed, sg_before, sg) = row[:11]
     return EventMeta(event_id, nid, room_id, stream, depth, bool(outlier), rejected, bool(soft_failed),
                      sg_before, sg)
+
+
+def _indexable(ev: Event) -> bool:
+    return ev.is_state() and isinstance(ev.type, str) and isinstance(ev.state_key, str)
 
 
 def _int(value) -> int:
