@@ -101,7 +101,8 @@ class TransactionsStore:
     async def get_destinations_with_pending(self) -> list[str]:
         def txn(t):
             t.execute("SELECT DISTINCT destination FROM federation_outbox_pdus"
-                      " UNION SELECT DISTINCT destination FROM federation_outbox_edus")
+                      " UNION SELECT DISTINCT destination FROM federation_outbox_edus"
+                      " UNION SELECT DISTINCT destination FROM e2e_device_outbox")
             return sorted(r[0] for r in t.fetchall())
         return await self.db.run("get_destinations_with_pending", txn, readonly=True)
 

@@ -3,7 +3,8 @@
 * the outbound queues: the pipeline's persist hook (federation/sender/queue.py) and, once the
   database is ready, the catch-up of destinations with queued transactions;
 * ``MembershipService.remote_join/remote_knock/remote_leave/remote_invite``;
-* ``AliasService.remote_resolver`` and ``ProfileService.remote_profile_fetcher``.
+* ``AliasService.remote_resolver`` and ``ProfileService.remote_profile_fetcher``;
+* EDUs in and out and remote key queries (federation/handlers/edus.py).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from homeserver.client.profile import ProfileService
 from homeserver.directory.aliases import AliasService
 from homeserver.rooms.membership import MembershipService
 
+from ..handlers.edus import FederationEduHandler
 from ..handlers.membership import FederationMembershipHandler
 from ..handlers.queries import FederationQueryHandler
 from ..sender import FederationSender
@@ -20,6 +22,7 @@ def register_routes(hs, router) -> None:
     sender = hs.get(FederationSender)
     sender.register()
     hs.on_start(sender.start)
+    hs.get(FederationEduHandler).register()
 
     joins = hs.get(FederationMembershipHandler)
     membership = hs.get(MembershipService)

@@ -11,6 +11,8 @@
   queue in the database; ``send_ephemeral_edu(destination, edu_type, content, key)`` keeps an EDU
   in memory only (typing, presence: worthless after a restart).
 * ``start()`` wakes every destination with queued rows (catch-up after a restart).
+* send-to-device messages for remote users are read from the e2ee outbox (``e2e_device_outbox``,
+  written by homeserver/e2ee/to_device.py) as ``m.direct_to_device`` EDUs and deleted once sent.
 
 Each destination has one sending loop: up to 50 PDUs and 100 EDUs per ``PUT /send/{txnId}``,
 oldest first; rows are deleted once the destination accepted the transaction (2xx). A destination
@@ -256,7 +258,9 @@ class FederationSender:
             self._ephemeral[d.name] = ephemeral
             d.again = True
         pdus, edus = await self.store.get_pending(d.name, MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN - len(eph_items))
-        if not pdus and not edus and not eph_items:
+        room = MAX_EDUS_PER_TXN - len(eph_items) - len(edus)
+        to_device = await self._e2ee_store().get_outbox(d.name, 0, room) if room > 0 else []
+        if not pdus and not edus and not eph_items and not to_device:
             return False
         events = await self.events_store.get_events([e for _, e in pdus], allow_rejected=True)
         body = {
@@ -264,7 +268,10 @@ class FederationSender:
             "origin_server_ts": self.hs.clock_ms(),
             "pdus": [_outgoing_pdu(events[e]) for _, e in pdus if e in events],
             "edus": [{"edu_type": e.edu_type, "content": e.content} for e in edus]
-                    + [v for _, v in eph_items],
+                    + [v for _, v in eph_items]
+                    + [{"edu_type": "m.direct_to_device",
+                        "content": {"sender": sender, "type": etype, "message_id": mid, "messages": msgs}}
+                       for _, sender, etype, mid, msgs in to_device],
         }
         self._txn_counter += 1
         txn_id = str(self._txn_counter)
@@ -285,6 +292,8 @@ class FederationSender:
             if isinstance(result, dict) and result.get("error"):
                 logger.info("%s did not accept %s: %s", d.name, event_id, result.get("error"))
         await self.store.delete_sent(d.name, [q for q, _ in pdus], [e.queue_id for e in edus])
+        if to_device:
+            await self._e2ee_store().delete_outbox(d.name, max(row[0] for row in to_device))
         self.transactions_sent += 1
         if d.failures:
             d.failures, d.interval_ms, d.retry_at = 0, 0, 0
@@ -307,6 +316,10 @@ class FederationSender:
                 DestinationState(d.name, d.failures, d.interval_ms, d.retry_at))
         except Exception:
             logger.exception("saving the back-off state of %s failed", d.name)
+
+    def _e2ee_store(self):
+        from homeserver.storage.e2ee_store import E2eeStore
+        return self.hs.get(E2eeStore)
 
     # --- tests -------------------------------------------------------------------------------------
     def _check_idle(self) -> None:

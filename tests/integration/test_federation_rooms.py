@@ -257,3 +257,67 @@ def test_messages_sent_while_the_peer_is_down_arrive_after_it_restarts(nodes, us
     # and the other way round, right after the restart
     from_a = send_message(a, alice[1], shared_room, "back again")
     wait_for("B receives from the restarted A", lambda: has_event(b, bob[1], shared_room, from_a), nodes=nodes)
+
+
+def sync(node: Node, token: str, since: str | None = None) -> dict:
+    params = {"timeout": "0"}
+    if since:
+        params["since"] = since
+    status, resp = api(node.base_url, "GET", "/_matrix/client/v3/sync", token, params=params)
+    assert status == 200, resp
+    return resp
+
+
+def ephemeral_types(resp: dict, room_id: str) -> dict:
+    room = resp.get("rooms", {}).get("join", {}).get(room_id, {})
+    return {e["type"]: e["content"] for e in room.get("ephemeral", {}).get("events", [])}
+
+
+def test_typing_and_receipts_reach_the_other_server(nodes, users, shared_room):
+    a, b = nodes
+    alice, bob = users["alice"], users["bob"]
+    status, _ = api(a.base_url, "PUT", f"/_matrix/client/v3/rooms/{q(shared_room)}/typing/{q(alice[0])}", alice[1],
+                    {"typing": True, "timeout": 20000})
+    assert status == 200
+    wait_for("Bob sees Alice typing",
+             lambda: alice[0] in ephemeral_types(sync(b, bob[1]), shared_room).get("m.typing", {}).get("user_ids", []),
+             nodes=nodes)
+    event_id = send_message(b, bob[1], shared_room, "read me")
+    wait_for("A has Bob's message", lambda: has_event(a, alice[1], shared_room, event_id), nodes=nodes)
+    status, resp = api(a.base_url, "POST", f"/_matrix/client/v3/rooms/{q(shared_room)}/receipt/m.read/{q(event_id)}",
+                       alice[1], {})
+    assert status == 200, resp
+
+    def bob_sees_receipt():
+        receipts = ephemeral_types(sync(b, bob[1]), shared_room).get("m.receipt", {})
+        return alice[0] in receipts.get(event_id, {}).get("m.read", {})
+    wait_for("Bob sees Alice's receipt", bob_sees_receipt, nodes=nodes)
+
+
+def test_to_device_messages_and_device_keys_cross_servers(nodes, users, shared_room):
+    a, b = nodes
+    alice, bob = users["alice"], users["bob"]
+    since = sync(a, alice[1])["next_batch"]
+    from homeserver.protocol import signing
+    device_key = signing.generate_signing_key(bob[2])
+    device_keys = signing.sign_json(
+        {"user_id": bob[0], "device_id": bob[2], "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+         "keys": {f"curve25519:{bob[2]}": "c" * 43, f"ed25519:{bob[2]}": signing.verify_key_base64(device_key)}},
+        bob[0], device_key)
+    status, resp = api(b.base_url, "POST", "/_matrix/client/v3/keys/upload", bob[1], {"device_keys": device_keys})
+    assert status == 200, resp
+    status, resp = api(a.base_url, "POST", "/_matrix/client/v3/keys/query", alice[1],
+                       {"device_keys": {bob[0]: []}})
+    assert status == 200 and bob[2] in resp["device_keys"].get(bob[0], {}), resp
+    wait_for("Alice is told Bob's devices changed",
+             lambda: bob[0] in sync(a, alice[1], since).get("device_lists", {}).get("changed", []), nodes=nodes)
+
+    status, resp = api(a.base_url, "PUT", "/_matrix/client/v3/sendToDevice/m.test/tx1", alice[1],
+                       {"messages": {bob[0]: {bob[2]: {"hello": "bob"}}}})
+    assert status == 200, resp
+
+    def bob_got_it():
+        events = sync(b, bob[1]).get("to_device", {}).get("events", [])
+        return any(e["type"] == "m.test" and e["sender"] == alice[0] and e["content"] == {"hello": "bob"}
+                   for e in events)
+    wait_for("Bob receives the to-device message", bob_got_it, nodes=nodes)

@@ -1,0 +1,208 @@
+"""EDUs in and out: typing, receipts, device-list and signing-key updates, send-to-device; and the
+remote end-to-end key queries of the e2ee service.
+
+server-server-api.md "Typing Notifications", "Receipts", "Device Management", "End-to-End
+Encryption", "Send-to-device messaging"; user_keys.yaml, user_devices.yaml.
+
+``hs.get(FederationEduHandler).register()`` (federation/api/seams.py) connects:
+
+* inbound, through :meth:`TransactionHandler.register_edu_handler`: ``m.typing`` →
+  ``TypingService.set_remote_typing``; ``m.receipt`` → the receipts store (read receipts only,
+  users of the sending server who are joined); ``m.device_list_update`` and
+  ``m.signing_key_update`` → a device-list change of the user (local users sharing a room see it
+  in /sync and re-query the keys, which go to the user's server); ``m.direct_to_device`` → the
+  local devices' inboxes (``ToDeviceService.send``, idempotent by message_id);
+* outbound: ``TypingService.on_local_change`` (in memory), ``ReceiptsService.on_local_receipt``,
+  ``DeviceListService.on_change`` (to every server sharing a room with the user; ``prev_id`` is
+  left empty, which makes receivers re-sync through ``GET /user/devices``, always correct) and
+  ``ToDeviceService.on_remote_queued`` (the sender reads the e2ee outbox);
+* ``DeviceKeysService.federation``: ``query_keys`` and ``claim_keys`` over ``/user/keys/*``.
+
+Presence EDUs are neither sent nor read yet.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from twisted.internet import defer
+
+from homeserver.protocol import ids
+
+from ..sender import FederationSender
+from .transactions import TransactionHandler
+
+logger = logging.getLogger(__name__)
+
+FED_V1 = "/_matrix/federation/v1"
+
+
+def _domain(user_id) -> str | None:
+    try:
+        return ids.get_domain(user_id) if isinstance(user_id, str) else None
+    except ValueError:
+        return None
+
+
+class FederationEduHandler:
+    def __init__(self, hs):
+        self.hs = hs
+        self.sender: FederationSender = hs.get(FederationSender)
+
+    @property
+    def client(self):
+        from ..client import FederationClient
+        return self.hs.get(FederationClient)
+
+    def register(self) -> None:
+        from homeserver.e2ee.device_keys import DeviceKeysService
+        from homeserver.e2ee.device_lists import DeviceListService
+        from homeserver.e2ee.to_device import ToDeviceService
+        from homeserver.ephemeral.receipts import ReceiptsService
+        from homeserver.ephemeral.typing import TypingService
+        txns = self.hs.get(TransactionHandler)
+        txns.register_edu_handler("m.typing", self.on_typing)
+        txns.register_edu_handler("m.receipt", self.on_receipt)
+        txns.register_edu_handler("m.device_list_update", self.on_device_list_update)
+        txns.register_edu_handler("m.signing_key_update", self.on_signing_key_update)
+        txns.register_edu_handler("m.direct_to_device", self.on_to_device)
+        self.hs.get(TypingService).on_local_change.append(self.typing_changed)
+        self.hs.get(ReceiptsService).on_local_receipt.append(self.receipt_sent)
+        self.hs.get(DeviceListService).on_change.append(self.device_lists_changed)
+        self.hs.get(ToDeviceService).on_remote_queued.append(self.sender.wake)
+        self.hs.get(DeviceKeysService).federation = self
+
+    def _is_mine(self, user_id) -> bool:
+        return _domain(user_id) == self.hs.hostname
+
+    async def _joined(self, room_id: str, user_id: str) -> bool:
+        from homeserver.rooms.pipeline import RoomEventService
+        return await self.hs.get(RoomEventService).get_membership(room_id, user_id) == "join"
+
+    # --- inbound ---------------------------------------------------------------------------------
+    async def on_typing(self, origin: str, content: dict) -> None:
+        from homeserver.ephemeral.typing import TypingService
+        room_id, user_id, typing = content.get("room_id"), content.get("user_id"), content.get("typing")
+        if not isinstance(room_id, str) or _domain(user_id) != origin or not isinstance(typing, bool):
+            return
+        if not await self._joined(room_id, user_id):
+            return
+        timeout = content.get("timeout", 30_000)
+        timeout = timeout if isinstance(timeout, int) and not isinstance(timeout, bool) else 30_000
+        self.hs.get(TypingService).set_remote_typing(room_id, user_id, typing, timeout)
+
+    async def on_receipt(self, origin: str, content: dict) -> None:
+        from homeserver.ephemeral.receipts import ReceiptsService
+        from homeserver.storage.receipts_store import UNTHREADED
+        from homeserver.sync.notifier import Notifier
+        service = self.hs.get(ReceiptsService)
+        for room_id, by_type in content.items():
+            if not isinstance(by_type, dict):
+                continue
+            for receipt_type, by_user in by_type.items():
+                if receipt_type != "m.read" or not isinstance(by_user, dict):
+                    continue
+                for user_id, receipt in by_user.items():
+                    if _domain(user_id) != origin or not isinstance(receipt, dict):
+                        continue
+                    event_ids = receipt.get("event_ids")
+                    data = receipt.get("data") if isinstance(receipt.get("data"), dict) else {}
+                    if not isinstance(event_ids, list) or not event_ids or not isinstance(event_ids[-1], str):
+                        continue
+                    if not await self._joined(room_id, user_id):
+                        continue
+                    thread = data.get("thread_id") if isinstance(data.get("thread_id"), str) else UNTHREADED
+                    stored = {k: v for k, v in data.items() if k != "thread_id"}
+                    (sid,) = service.store.receipt_ids.allocate(1)
+                    try:
+                        changed = await service.store.upsert_receipt(room_id, receipt_type, user_id, thread,
+                                                                     event_ids[-1], stored, sid)
+                    finally:
+                        service.store.receipt_ids.finish([sid])
+                    if changed:
+                        self.hs.get(Notifier).notify("receipts", service.current_token(), rooms=[room_id])
+
+    async def on_device_list_update(self, origin: str, content: dict) -> None:
+        from homeserver.e2ee.device_lists import DeviceListService
+        user_id, device_id = content.get("user_id"), content.get("device_id")
+        if _domain(user_id) != origin or not isinstance(device_id, str):
+            return
+        await self.hs.get(DeviceListService).record_changes([(user_id, device_id, None)])
+
+    async def on_signing_key_update(self, origin: str, content: dict) -> None:
+        from homeserver.e2ee.device_lists import DeviceListService
+        user_id = content.get("user_id")
+        if _domain(user_id) != origin:
+            return
+        await self.hs.get(DeviceListService).record_changes([(user_id, None, None)])
+
+    async def on_to_device(self, origin: str, content: dict) -> None:
+        from homeserver.e2ee.to_device import ToDeviceService
+        sender, etype, message_id = content.get("sender"), content.get("type"), content.get("message_id")
+        messages = content.get("messages")
+        if _domain(sender) != origin or not isinstance(etype, str) or not isinstance(message_id, str) \
+                or not isinstance(messages, dict):
+            return
+        local = {u: d for u, d in messages.items() if self._is_mine(u) and isinstance(d, dict)}
+        if local:
+            await self.hs.get(ToDeviceService).send(sender, f"federation:{origin}", etype, message_id, local)
+
+    # --- outbound ----------------------------------------------------------------------------------
+    def typing_changed(self, room_id: str, user_id: str, typing: bool) -> None:
+        async def send():
+            for dest in await self.sender.servers_in_room(room_id):
+                self.sender.send_ephemeral_edu(dest, "m.typing", {"room_id": room_id, "user_id": user_id,
+                                                                  "typing": typing}, key=(room_id, user_id))
+        defer.ensureDeferred(send()).addErrback(lambda f: logger.error("typing EDU failed: %s", f.value))
+
+    def receipt_sent(self, room_id: str, receipt_type: str, user_id: str, event_id: str, data: dict):
+        async def send():
+            content = {room_id: {receipt_type: {user_id: {"event_ids": [event_id], "data": data}}}}
+            thread = data.get("thread_id", "")
+            for dest in await self.sender.servers_in_room(room_id):
+                await self.sender.queue_edu(dest, "m.receipt", content,
+                                            key=f"receipt {room_id} {receipt_type} {user_id} {thread}")
+        return defer.ensureDeferred(send()).addErrback(lambda f: logger.error("receipt EDU failed: %s", f.value))
+
+    async def _servers_sharing_rooms(self, user_id: str) -> set[str]:
+        from homeserver.rooms.pipeline import RoomEventService
+        out: set[str] = set()
+        for room_id in await self.hs.get(RoomEventService).get_rooms_for_user(user_id):
+            out |= await self.sender.servers_in_room(room_id)
+        return out
+
+    async def device_lists_changed(self, stream_id: int, changes: Sequence) -> None:
+        for user_id in sorted({c[0] for c in changes if self._is_mine(c[0])}):
+            dests = await self._servers_sharing_rooms(user_id)
+            if not dests:
+                continue
+            for _, device_id, _ in [c for c in changes if c[0] == user_id]:
+                if device_id is None:
+                    content = await self._signing_key_update(user_id)
+                    for dest in sorted(dests):
+                        await self.sender.queue_edu(dest, "m.signing_key_update", content,
+                                                    key=f"signing {user_id}")
+                    continue
+                content = {"user_id": user_id, "device_id": device_id, "stream_id": stream_id, "prev_id": []}
+                for dest in sorted(dests):
+                    await self.sender.queue_edu(dest, "m.device_list_update", content,
+                                                key=f"device {user_id} {device_id}")
+
+    async def _signing_key_update(self, user_id: str) -> dict:
+        from homeserver.e2ee.device_keys import DeviceKeysService
+        answer = await self.hs.get(DeviceKeysService).query_local(None, {user_id: []})
+        content = {"user_id": user_id}
+        if user_id in answer.get("master_keys", {}):
+            content["master_key"] = answer["master_keys"][user_id]
+        if user_id in answer.get("self_signing_keys", {}):
+            content["self_signing_key"] = answer["self_signing_keys"][user_id]
+        return content
+
+    # --- DeviceKeysService.federation ----------------------------------------------------------------
+    async def query_keys(self, destination: str, query: dict, timeout_ms: int) -> dict:
+        return await self.client.post_json(destination, f"{FED_V1}/user/keys/query", {"device_keys": query},
+                                           timeout_s=max(1.0, timeout_ms / 1000))
+
+    async def claim_keys(self, destination: str, query: dict, timeout_ms: int) -> dict:
+        return await self.client.post_json(destination, f"{FED_V1}/user/keys/claim", {"one_time_keys": query},
+                                           timeout_s=max(1.0, timeout_ms / 1000))
