@@ -172,7 +172,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     from homeserver import app  # lazily: importing Twisted is not needed for the other commands
 
-    app.run(config)
+    try:
+        app.run(config)
+    except ConfigError as e:  # e.g. an invalid application service registration file
+        _err(f"config error in {args.config}: {e}")
+        return 1
     return 0
 
 

@@ -28,13 +28,16 @@ _LAST_SEEN_FLUSH_S = 10.0
 
 @dataclass(frozen=True)
 class Requester:
-    """Who made a request. ``access_token_id`` is the token's hash (None for appservice tokens)."""
+    """Who made a request. ``access_token_id`` is the token's hash (None for appservice tokens).
+    ``massaged_ts``: an application service's ``?ts=`` (application-service-api.md "Timestamp
+    massaging"), the origin_server_ts for events it sends."""
 
     user_id: str
     device_id: str | None
     access_token_id: str | None
     is_guest: bool = False
     app_service: Any = None
+    massaged_ts: int | None = None
 
 
 @dataclass(frozen=True)

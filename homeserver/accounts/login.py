@@ -27,12 +27,16 @@ class LoginService:
         self.store = hs.get(AccountsStore)
         self.hasher = hs.get(PasswordHasher)
         self.limiter = hs.get(Ratelimiter)
+        #: More login types: ``type -> async fn(body, request) -> user_id`` (application services
+        #: add ``m.login.application_service``).
+        self.login_types: dict = {}
 
     def login_flows(self) -> list[dict]:
         """GET /login (login.yaml): password and single-use login tokens."""
-        return [{"type": PASSWORD_TYPE}, {"type": TOKEN_TYPE, "get_login_token": False}]
+        return [{"type": PASSWORD_TYPE}, {"type": TOKEN_TYPE, "get_login_token": False}] + \
+            [{"type": t} for t in self.login_types]
 
-    async def login(self, body: dict, client_ip: str) -> dict:
+    async def login(self, body: dict, client_ip: str, request=None) -> dict:
         """POST /login: check the credentials, create or reuse the device, issue tokens."""
         self.limiter.check("rc_login.address", client_ip)
         login_type = body.get("type")
@@ -57,6 +61,8 @@ class LoginService:
             user = await self.store.get_user(user_id)
             if user is None or user.deactivated:
                 raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
+        elif isinstance(login_type, str) and login_type in self.login_types:
+            user_id = await self.login_types[login_type](body, request)
         else:
             raise MatrixError(400, "M_UNKNOWN", "Unknown login type")
         device_id = await self.hs.get(DeviceService).ensure_device(user_id, device_id, display_name)

@@ -70,9 +70,11 @@ class Ratelimiter:
     def check(self, action: str, key: str, *, settings=None, n_actions: int = 1, update: bool = True,
               requester=None) -> None:
         """Count the action, or raise M_LIMIT_EXCEEDED (429). Application services registered
-        with ``rate_limited: false`` are exempt when passed as the requester."""
-        if requester is not None and requester.app_service is not None \
-                and not getattr(requester.app_service, "rate_limited", True):
+        with ``rate_limited: false`` are exempt when passed as the requester, and a service's own
+        sender always is (registration.yaml ``rate_limited``: "The sender is excluded")."""
+        service = requester.app_service if requester is not None else None
+        if service is not None and (not getattr(service, "rate_limited", True)
+                                    or getattr(requester, "user_id", None) == getattr(service, "sender", None)):
             return
         allowed, retry_after_ms = self.can_do(action, key, settings=settings, n_actions=n_actions, update=update)
         if not allowed:

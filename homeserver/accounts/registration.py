@@ -71,6 +71,9 @@ class RegistrationService:
         self.hs = hs
         self.store = hs.get(AccountsStore)
         self.username_checks: list[UsernameCheck] = []
+        #: ``type`` of a /register body -> ``async fn(request, body) -> response dict`` handling it
+        #: instead of UIA (application services add ``m.login.application_service``).
+        self.register_types: dict[str, Callable[[Any, dict], Any]] = {}
         self.hs.get(uia.UiaService).checkers[uia.REGISTRATION_TOKEN] = self._check_registration_token
 
     # --- policy --------------------------------------------------------------------------------

@@ -77,6 +77,9 @@ class ProfileService:
         self.on_profile_changed: list[ProfileChangedCallback] = []
         #: Optional async fn(user_id) -> profile dict | None for remote users (federation query).
         self.remote_profile_fetcher: Callable[[str], Awaitable[dict | None]] | None = None
+        #: async fn(user_id) -> bool asked when a local user is unknown; True: it may exist now
+        #: (an application service created it: application-service-api.md "Querying").
+        self.local_miss_hooks: list[Callable[[str], Awaitable[bool]]] = []
 
     def is_mine(self, user_id: str) -> bool:
         try:
@@ -90,6 +93,10 @@ class ProfileService:
             profile = await self.remote_profile_fetcher(user_id) if self.remote_profile_fetcher else None
         else:
             profile = await self.store.get_profile(user_id)
+            for hook in list(self.local_miss_hooks) if profile is None else ():
+                if await hook(user_id):
+                    profile = await self.store.get_profile(user_id)
+                    break
         if profile is None:
             raise not_found("Profile was not found")
         return profile

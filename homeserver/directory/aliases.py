@@ -45,6 +45,9 @@ class AliasService:
         self.auth = hs.get(AuthService)
         self.remote_resolver: RemoteResolver | None = None
         self.namespace_hooks: list[NamespaceHook] = []
+        #: ``async (alias) -> bool`` asked when a local alias is unknown; True means the alias may
+        #: exist now (an application service created it: application-service-api.md "Querying").
+        self.local_miss_hooks: list[Callable[[str], Awaitable[bool]]] = []
 
     # --- checks ---------------------------------------------------------------------------------
     def check_alias_syntax(self, alias: Any) -> str:
@@ -179,6 +182,10 @@ class AliasService:
         self.check_alias_syntax(alias)
         if self.is_local(alias):
             found = await self.resolve_local(alias)
+            for hook in list(self.local_miss_hooks) if found is None else ():
+                if await hook(alias):
+                    found = await self.resolve_local(alias)
+                    break
         elif self.remote_resolver is not None:
             found = await self.remote_resolver(alias)
         else:

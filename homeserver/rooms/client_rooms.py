@@ -289,6 +289,8 @@ class ClientRoomService:
                 # room_send.yaml: before v11, redacts moves from content to the top level.
                 content = {k: v for k, v in content.items() if k != "redacts"}
                 extra = {"redacts": redacts}
+        if getattr(requester, "massaged_ts", None) is not None:  # an appservice's ?ts=
+            extra = dict(extra or {}, origin_server_ts=requester.massaged_ts)
         return await self.events.create_and_send_event(
             room_id, event_type, content, requester.user_id,
             txn_id=key, device_id=requester.device_id, extra_pdu_fields=extra)
@@ -309,7 +311,9 @@ class ClientRoomService:
         current = await self.events.get_current_state_event(room_id, event_type, state_key)
         if current is not None and current.sender == requester.user_id and current.content == content:
             return current
-        return await self.events.create_and_send_event(room_id, event_type, content, requester.user_id, state_key)
+        ts = getattr(requester, "massaged_ts", None)  # an appservice's ?ts=
+        return await self.events.create_and_send_event(room_id, event_type, content, requester.user_id, state_key,
+                                                       extra_pdu_fields={"origin_server_ts": ts} if ts else None)
 
     async def _send_member_state(self, requester, room_id: str, target: str, content: dict) -> Event:
         membership = content.get("membership")

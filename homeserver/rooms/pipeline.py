@@ -154,7 +154,10 @@ class RoomEventService:
             pdu["state_key"] = state_key
         if extra_pdu_fields:
             for k, v in extra_pdu_fields.items():
-                pdu.setdefault(k, v)
+                if k == "origin_server_ts":  # application-service-api.md "Timestamp massaging"
+                    pdu[k] = v
+                else:
+                    pdu.setdefault(k, v)
         draft = Event(dict(pdu, event_id="$draft", prev_events=[], auth_events=[]), rv, event_id="$draft")
         auth_keys = event_auth.auth_types_for_event(rv, draft)
         auth_ids = sorted(before.state[k] for k in auth_keys if k in before.state)

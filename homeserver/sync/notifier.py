@@ -36,6 +36,9 @@ class Notifier:
         self._latest: dict[tuple[str, str], dict[str, int]] = {}
         self._waiters: dict[tuple[str, str], set[_Waiter]] = {}
         self._current: dict[str, int] = {}
+        #: ``fn(stream_name, token, rooms, users)`` called on every notify (application services'
+        #: pusher); must be fast and must not raise.
+        self.listeners: list = []
 
     def current_token(self, stream_name: str) -> int:
         """The highest token notified for a stream (0 if none yet)."""
@@ -50,6 +53,7 @@ class Notifier:
                users: Iterable[str] = ()) -> None:
         """Record that ``stream_name`` reached ``token`` for these rooms and users (for everyone when
         both are empty) and wake the long-polls waiting on any of them."""
+        rooms, users = tuple(rooms), tuple(users)
         if token > self._current.get(stream_name, 0):
             self._current[stream_name] = token
         keys = [("room", r) for r in rooms] + [("user", u) for u in users]
@@ -67,6 +71,8 @@ class Notifier:
             self._remove(w)
             if not w.deferred.called:
                 w.deferred.callback(True)
+        for listener in self.listeners:
+            listener(stream_name, token, rooms, users)
 
     def has_new_data(self, user_id: str, rooms: Iterable[str], since_tokens: Mapping[str, int]) -> bool:
         for key in self._keys(user_id, rooms):

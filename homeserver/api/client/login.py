@@ -17,7 +17,7 @@ def register_routes(hs, router) -> None:
     async def login(request):
         """POST /_matrix/client/v3/login: m.login.password (m.id.user identifier or legacy
         ``user``) or m.login.token; 403 M_FORBIDDEN on bad credentials."""
-        return 200, await login_service.login(request.json(), request.client_ip)
+        return 200, await login_service.login(request.json(), request.client_ip, request)
 
     async def refresh(request):
         """POST /_matrix/client/v3/refresh: rotate a refresh token; unknown or revoked → 401

@@ -50,6 +50,9 @@ def register_routes(hs, router) -> None:
         m.login.registration_token when required); ``kind=guest`` skips UIA when guests are
         allowed. Username problems are reported before UIA, as the spec requires."""
         body = request.json()
+        special = registration.register_types.get(body.get("type")) if isinstance(body.get("type"), str) else None
+        if special is not None:
+            return 200, await special(request, body)
         limiter.check("rc_registration", request.client_ip, update=False)
         kind = request.arg("kind", "user")
         if kind == "guest":

@@ -1,0 +1,1 @@
+"""Application service endpoints (found automatically: each module defines register_routes)."""
