@@ -370,7 +370,10 @@ def _reach(top: dict[int, int], chains: dict[int, _Chain]) -> dict[int, int]:
     """chain -> highest seq reachable from the events at ``top`` (themselves included)."""
     out = dict(top)
     for c, s in top.items():
-        for target, tseq in chains[c].reach(s).items():
+        chain = chains[c]
+        links = chain.links
+        for i in range(bisect_right(chain.link_seqs, s)):
+            _, target, tseq = links[i]
             if tseq > out.get(target, 0):
                 out[target] = tseq
     return out
