@@ -11,6 +11,22 @@ from homeserver.sync.tokens import SyncToken, TokenError
 PRESENCE_VALUES = ("offline", "online", "unavailable")
 
 
+UNSTABLE_USE_STATE_AFTER = "org.matrix.msc4222.use_state_after"
+UNSTABLE_STATE_AFTER = "org.matrix.msc4222.state_after"
+
+
+def unstable_state_after_names(body: dict) -> dict:
+    """Rename ``state_after`` to MSC4222's unstable ``org.matrix.msc4222.state_after`` in the
+    joined and left rooms, for clients that asked with the unstable query parameter (matrix-js-sdk
+    sends only ``org.matrix.msc4222.use_state_after`` and reads only the unstable field)."""
+    rooms = body.get("rooms") or {}
+    for section in ("join", "leave"):
+        for room in (rooms.get(section) or {}).values():
+            if "state_after" in room:
+                room[UNSTABLE_STATE_AFTER] = room.pop("state_after")
+    return body
+
+
 def parse_bool(request, name: str, default: bool = False) -> bool:
     """A boolean query parameter: "true" or "false" (400 M_INVALID_PARAM otherwise, as Synapse)."""
     value = request.arg(name)
@@ -56,8 +72,9 @@ def register_routes(hs, router) -> None:
         requester = await auth.get_requester(request, allow_guest=True)
         since = parse_since(request.arg("since"))
         full_state = parse_bool(request, "full_state")
-        use_state_after = parse_bool(request, "use_state_after") or parse_bool(
-            request, "org.matrix.msc4222.use_state_after")
+        stable_state_after = parse_bool(request, "use_state_after")
+        unstable_state_after = parse_bool(request, UNSTABLE_USE_STATE_AFTER)
+        use_state_after = stable_state_after or unstable_state_after
         timeout = parse_int(request, "timeout", 0)
         set_presence = request.arg("set_presence")
         if set_presence is not None and set_presence not in PRESENCE_VALUES:
@@ -65,6 +82,8 @@ def register_routes(hs, router) -> None:
         sync_filter = await filters.resolve_sync_filter(requester.user_id, request.arg("filter"))
         body = await sync.sync(requester, sync_filter, since, full_state=full_state, timeout_ms=timeout,
                                set_presence=set_presence, use_state_after=use_state_after)
+        if unstable_state_after and not stable_state_after:
+            body = unstable_state_after_names(body)
         return 200, body
 
     router.add_client("GET", "/sync", get_sync)
