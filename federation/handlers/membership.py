@@ -39,7 +39,7 @@ from homeserver.protocol.power_levels import get_named_level, get_user_power_lev
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, EventFormat, RoomVersion, get_room_version
 from homeserver.protocol.signing import sign_event
 from homeserver.rooms.pipeline import MAX_PREV_EVENTS, RoomEventService
-from homeserver.rooms.serialize import STRIPPED_STATE_TYPES, strip_event
+from homeserver.rooms.serialize import STRIPPED_STATE_TYPES
 from homeserver.rooms.state import RoomStateService
 from homeserver.storage.events_store import EventsStore
 
@@ -216,7 +216,7 @@ class FederationMembershipHandler:
         if membership == "leave":
             return {}
         if membership == "knock":
-            return {"knock_room_state": await self._stripped_state(room_id)}
+            return {"knock_room_state": await self.room_state_pdus(room_id)}
         return await self._join_response(room_id, stored, omit_members)
 
     async def _join_response(self, room_id: str, event: Event, omit_members: bool) -> dict:
@@ -258,9 +258,15 @@ class FederationMembershipHandler:
                 keep |= {u for u in ev.content["users"] if isinstance(u, str)}
         return keep
 
-    async def _stripped_state(self, room_id: str) -> list[dict]:
-        events = await self.events.get_current_state_events(room_id, [(t, "") for t in STRIPPED_STATE_TYPES])
-        return [strip_event(events[(t, "")]) for t in STRIPPED_STATE_TYPES if (t, "") in events]
+    async def room_state_pdus(self, room_id: str, member: str | None = None) -> list[dict]:
+        """``invite_room_state`` / ``knock_room_state`` as federation sends them since v1.16: the
+        full PDUs of the stripped-state events (the create event always among them) and, when
+        given, ``member``'s membership event (invites-v2.yaml, knocks.yaml)."""
+        keys = [(t, "") for t in STRIPPED_STATE_TYPES]
+        if member is not None:
+            keys.append((MEMBER, member))
+        events = await self.events.get_current_state_events(room_id, keys)
+        return [events[k].pdu for k in keys if k in events]
 
     async def on_invite(self, origin: str, room_id: str, event_id: str, body: dict) -> dict:
         """invites-v2.yaml: a remote server invites one of our users."""
@@ -297,7 +303,7 @@ class FederationMembershipHandler:
         invite_state = body.get("invite_room_state")
         if isinstance(invite_state, list):
             unsigned = dict(stored_pdu.get("unsigned") or {})
-            unsigned["invite_room_state"] = [s for s in invite_state if isinstance(s, dict)]
+            unsigned["invite_room_state"] = stripped_client_state(invite_state)
             stored_pdu["unsigned"] = unsigned
         await self.events.store_out_of_band_membership(Event(stored_pdu, rv, event_id=event.event_id))
         return {"event": signed}
@@ -413,7 +419,7 @@ class FederationMembershipHandler:
         pdu = dict(event.pdu)
         state = resp.get("knock_room_state")
         if isinstance(state, list):
-            pdu["unsigned"] = {"knock_room_state": [s for s in state if isinstance(s, dict)]}
+            pdu["unsigned"] = {"knock_room_state": stripped_client_state(state)}
         await self.events.store_out_of_band_membership(Event(pdu, rv, event_id=event.event_id))
         return room_id
 
@@ -458,9 +464,8 @@ class FederationMembershipHandler:
         destination = ids.get_domain(target)
         rv = event.room_version
         pdu = {k: v for k, v in event.pdu.items() if k != "unsigned"}
-        invite_state = event.unsigned.get("invite_room_state") if isinstance(event.unsigned, dict) else None
         body = {"room_version": rv.identifier, "event": pdu,
-                "invite_room_state": invite_state if isinstance(invite_state, list) else []}
+                "invite_room_state": await self.room_state_pdus(event.room_id, event.sender)}
         try:
             resp = await self.client.put_json(
                 destination, f"{FED_V2}/invite/{path_id(event.room_id)}/{path_id(event.event_id)}", body)
@@ -483,6 +488,18 @@ class FederationMembershipHandler:
         if isinstance(event.unsigned, dict) and event.unsigned:
             out["unsigned"] = event.unsigned
         return Event(out, rv, event_id=event.event_id)
+
+
+def stripped_client_state(events: list) -> list[dict]:
+    """Stripped state as clients see it (client-server-api "Stripped state": type, state_key,
+    sender, content) from what another server sent (full PDUs since v1.16, stripped before)."""
+    out = []
+    for e in events:
+        if isinstance(e, dict) and isinstance(e.get("type"), str) and isinstance(e.get("state_key"), str) \
+                and isinstance(e.get("content"), dict):
+            out.append({"type": e["type"], "state_key": e["state_key"], "sender": e.get("sender"),
+                        "content": e["content"]})
+    return out
 
 
 def _redacted(event: Event) -> dict:

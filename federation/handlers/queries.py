@@ -48,9 +48,8 @@ class FederationQueryHandler:
         profile = await self.hs.get(ProfileService).get_profile(user_id)
         if field is None:
             return profile
-        if field not in profile:
-            raise not_found(f"The user has no {field}")
-        return {field: profile[field]}
+        # An existing user without this field: an empty answer, as Synapse gives (null there).
+        return {field: profile[field]} if field in profile else {}
 
     # --- asking (seams) ----------------------------------------------------------------------------
     async def resolve_remote_alias(self, alias: str) -> tuple[str, list[str]] | None:
