@@ -242,14 +242,28 @@ class FederationClient:
     async def request_json(self, method: str, destination: str, path: str, args: Mapping[str, Any] | None,
                            content: Any, *, timeout_s: float = DEFAULT_TIMEOUT_S, sign: bool = True) -> dict:
         """One signed request; the response's JSON object, or FederationError/Unreachable."""
+        code, _headers, body = await self._request(method, destination, path, args, content, timeout_s=timeout_s,
+                                                   sign=sign, max_size=MAX_RESPONSE_SIZE)
+        return _decode_response(code, body)
+
+    async def get_raw(self, destination: str, path: str, args: Mapping[str, Any] | None = None, *,
+                      max_size: int, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[int, dict[str, str], bytes]:
+        """A signed GET whose body is not JSON (media): ``(status, headers, body)``; headers by
+        lower-case name. A body over ``max_size`` is FederationError 502 M_TOO_LARGE; no answer
+        is FederationUnreachable."""
+        return await self._request("GET", destination, path, args, None, timeout_s=timeout_s, sign=True,
+                                   max_size=max_size)
+
+    async def _request(self, method: str, destination: str, path: str, args: Mapping[str, Any] | None,
+                       content: Any, *, timeout_s: float, sign: bool, max_size: int):
         self._check_destination(destination)
         if not path.startswith("/"):
             raise ValueError("path must start with /")
         uri = path + ("?" + encode_query(args) if args else "")
-        d = defer.ensureDeferred(self._send(method, destination, uri, content, sign))
+        d = defer.ensureDeferred(self._send(method, destination, uri, content, sign, max_size))
         d.addTimeout(timeout_s, self.reactor)
         try:
-            code, body = await d
+            return await d
         except (FederationError, FederationUnreachable):
             raise
         except defer.TimeoutError:
@@ -258,7 +272,6 @@ class FederationClient:
             raise FederationDenied(destination, str(e)) from None
         except Exception as e:
             raise FederationUnreachable(destination, _describe(e)) from None
-        return _decode_response(code, body)
 
     # --- internals ---
     def _check_destination(self, destination: str) -> None:
@@ -270,7 +283,8 @@ class FederationClient:
         if whitelist is not None and destination not in whitelist:
             raise FederationDenied(destination, "not in federation_domain_whitelist")
 
-    async def _send(self, method: str, destination: str, uri: str, content: Any, sign: bool):
+    async def _send(self, method: str, destination: str, uri: str, content: Any, sign: bool,
+                    max_size: int = MAX_RESPONSE_SIZE):
         headers = Headers({b"User-Agent": [b"uzel"]})
         if destination in self.plain_http_destinations:
             url = f"http://{destination}{uri}"
@@ -295,12 +309,14 @@ class FederationClient:
 
         def collect(data: bytes) -> None:
             size[0] += len(data)
-            if size[0] > MAX_RESPONSE_SIZE:
+            if size[0] > max_size:
                 raise FederationError(502, "M_TOO_LARGE", "Response from remote server is too large")
             chunks.append(data)
 
         await treq.collect(response, collect)
-        return response.code, b"".join(chunks)
+        resp_headers = {k.decode("latin-1").lower(): v[-1].decode("latin-1")
+                        for k, v in response.headers.getAllRawHeaders()}
+        return response.code, resp_headers, b"".join(chunks)
 
 
 def encode_query(args: Mapping[str, Any]) -> str:

@@ -4,7 +4,8 @@
   database is ready, the catch-up of destinations with queued transactions;
 * ``MembershipService.remote_join/remote_knock/remote_leave/remote_invite``;
 * ``AliasService.remote_resolver`` and ``ProfileService.remote_profile_fetcher``;
-* EDUs in and out and remote key queries (federation/handlers/edus.py).
+* EDUs in and out and remote key queries (federation/handlers/edus.py);
+* ``PublicRoomListService.remote_lister`` and the media repository's remote fetcher.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from homeserver.rooms.membership import MembershipService
 from ..handlers.edus import FederationEduHandler
 from ..handlers.membership import FederationMembershipHandler
 from ..handlers.queries import FederationQueryHandler
+from ..handlers.remote_reads import FederationMediaFetcher, RemoteDirectory
 from ..sender import FederationSender
 
 
@@ -34,3 +36,8 @@ def register_routes(hs, router) -> None:
     queries = hs.get(FederationQueryHandler)
     hs.get(AliasService).remote_resolver = queries.resolve_remote_alias
     hs.get(ProfileService).remote_profile_fetcher = queries.fetch_remote_profile
+
+    from homeserver.directory.public_rooms import PublicRoomListService
+    from homeserver.media.repository import MediaRepository
+    hs.get(PublicRoomListService).remote_lister = hs.get(RemoteDirectory).list_rooms
+    hs.get(MediaRepository).set_remote_fetcher(hs.get(FederationMediaFetcher))

@@ -321,3 +321,25 @@ def test_to_device_messages_and_device_keys_cross_servers(nodes, users, shared_r
         return any(e["type"] == "m.test" and e["sender"] == alice[0] and e["content"] == {"hello": "bob"}
                    for e in events)
     wait_for("Bob receives the to-device message", bob_got_it, nodes=nodes)
+
+
+def test_media_and_the_room_directory_of_the_other_server(nodes, users, shared_room):
+    a, b = nodes
+    alice, bob = users["alice"], users["bob"]
+    status, resp = api(a.base_url, "POST", "/_matrix/media/v3/upload", alice[1], data=b"federated bytes",
+                       headers={"Content-Type": "text/plain"}, params={"filename": "note.txt"})
+    assert status == 200, resp
+    media_id = resp["content_uri"].split("/")[-1]
+    got = requests.get(f"{b.base_url}/_matrix/client/v1/media/download/{q(a.name)}/{media_id}",
+                       headers={"Authorization": f"Bearer {bob[1]}"}, timeout=30)
+    assert got.status_code == 200 and got.content == b"federated bytes", (got.status_code, got.text)
+    assert "note.txt" in got.headers.get("Content-Disposition", "")
+
+    status, resp = api(a.base_url, "PUT", f"/_matrix/client/v3/directory/list/room/{q(shared_room)}", alice[1],
+                       {"visibility": "public"})
+    assert status == 200, resp
+    status, resp = api(b.base_url, "GET", "/_matrix/client/v3/publicRooms", bob[1], params={"server": a.name})
+    assert status == 200 and shared_room in [r["room_id"] for r in resp["chunk"]], resp
+    status, resp = api(b.base_url, "POST", "/_matrix/client/v3/publicRooms", bob[1],
+                       {"filter": {"generic_search_term": "Federated"}}, params={"server": a.name})
+    assert status == 200 and [r["room_id"] for r in resp["chunk"]] == [shared_room], resp

@@ -326,3 +326,17 @@ def test_profiles_typing_and_receipts(servers, users):
         return any(e["type"] == "m.receipt" and sam[0] in e["content"].get(event_id, {}).get("m.read", {})
                    for e in events)
     wait_for("uzel shows Sam's receipt", ursula_sees_receipt, servers)
+
+
+def test_media_both_ways(servers, users):
+    uzel, synapse = servers
+    ursula, sam = users["ursula"], users["sam"]
+    for owner, owner_token, reader, reader_token, data in (
+            (uzel, ursula[1], synapse, sam[1], b"from uzel"), (synapse, sam[1], uzel, ursula[1], b"from synapse")):
+        status, resp = api(owner.base_url, "POST", "/_matrix/media/v3/upload", owner_token, data=data,
+                           headers={"Content-Type": "text/plain"})
+        assert status == 200, resp
+        server_name, media_id = resp["content_uri"][len("mxc://"):].split("/")
+        got = requests.get(f"{reader.base_url}/_matrix/client/v1/media/download/{q(server_name)}/{media_id}",
+                           headers={"Authorization": f"Bearer {reader_token}"}, timeout=60)
+        assert got.status_code == 200 and got.content == data, (got.status_code, got.text[:500])

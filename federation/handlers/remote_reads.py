@@ -1,0 +1,153 @@
+"""Asking other servers for their room directory and media (the seams
+``PublicRoomListService.remote_lister`` and ``MediaRepository.set_remote_fetcher``).
+
+public_rooms.yaml (``POST /publicRooms``, falling back to ``GET`` when a server does not know the
+POST form); content_repository.yaml (``GET /_matrix/federation/v1/media/download/{mediaId}``: a
+``multipart/mixed`` answer whose first part is JSON metadata and second the content; a
+``Location`` part pointing elsewhere is followed once without authentication).
+"""
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import quote
+
+from homeserver.http.errors import MatrixError, not_found
+from homeserver.media.remote import FetchedMedia, RemoteMediaFetcher, remote_too_large
+
+logger = logging.getLogger(__name__)
+
+FED_V1 = "/_matrix/federation/v1"
+_FILENAME_STAR = re.compile(r"filename\*\s*=\s*(?:utf-8|UTF-8)''([^;]+)")
+_FILENAME = re.compile(r'filename\s*=\s*"?([^";]+)"?')
+
+
+class RemoteDirectory:
+    def __init__(self, hs):
+        self.hs = hs
+
+    async def list_rooms(self, server: str, *, limit=None, since=None, search_term=None, room_types=None,
+                         include_all_networks=False, third_party_instance_id=None) -> dict:
+        from ..client import FederationClient, FederationError, FederationUnreachable
+        client = self.hs.get(FederationClient)
+        body: dict = {"include_all_networks": include_all_networks}
+        if limit:
+            body["limit"] = limit
+        if since:
+            body["since"] = since
+        if third_party_instance_id:
+            body["third_party_instance_id"] = third_party_instance_id
+        flt = {}
+        if search_term:
+            flt["generic_search_term"] = search_term
+        if room_types is not None:
+            flt["room_types"] = room_types
+        if flt:
+            body["filter"] = flt
+        try:
+            try:
+                return await client.post_json(server, f"{FED_V1}/publicRooms", body)
+            except FederationError as e:
+                if e.code not in (400, 404, 405) or flt:
+                    raise
+                args = {k: v for k, v in body.items() if k != "filter"}
+                return await client.get_json(server, f"{FED_V1}/publicRooms", args)
+        except FederationError as e:
+            raise MatrixError(e.code if 400 <= e.code < 500 else 502, e.errcode, e.msg) from None
+        except FederationUnreachable as e:
+            raise MatrixError(502, "M_UNKNOWN", f"{server} is unreachable: {e.reason}") from None
+
+
+class FederationMediaFetcher(RemoteMediaFetcher):
+    def __init__(self, hs):
+        self.hs = hs
+
+    async def fetch(self, server_name: str, media_id: str, *, max_size: int, timeout_ms: int) -> FetchedMedia:
+        from ..client import FederationClient, FederationError, FederationUnreachable
+        client = self.hs.get(FederationClient)
+        path = f"{FED_V1}/media/download/{quote(media_id, safe='')}"
+        try:
+            code, headers, body = await client.get_raw(server_name, path, {"timeout_ms": timeout_ms},
+                                                       max_size=max_size + 64 * 1024,
+                                                       timeout_s=max(20.0, timeout_ms / 1000 + 10))
+        except FederationError as e:
+            if e.errcode == "M_TOO_LARGE":
+                raise remote_too_large(max_size) from None
+            raise not_found("Remote media could not be fetched") from None
+        except FederationUnreachable:
+            raise not_found("The media's server cannot be reached") from None
+        if code == 504:
+            raise MatrixError(504, "M_NOT_YET_UPLOADED", "The remote media is not uploaded yet")
+        if code != 200:
+            raise not_found("Remote media not found")
+        parts = parse_multipart(headers.get("content-type", ""), body)
+        if parts is None or len(parts) < 2:
+            raise MatrixError(502, "M_UNKNOWN", "The remote server sent an unreadable media answer")
+        part_headers, data = parts[1]
+        if "location" in part_headers:
+            data, part_headers = await self._follow(part_headers["location"], max_size)
+        if len(data) > max_size:
+            raise remote_too_large(max_size)
+        return FetchedMedia(data, part_headers.get("content-type"), _filename(part_headers.get("content-disposition")))
+
+    async def _follow(self, url: str, max_size: int) -> tuple[bytes, dict]:
+        import treq
+        if not url.startswith("https://"):
+            raise not_found("Remote media redirects to an unsupported location")
+        resp = await treq.get(url, timeout=30)
+        if resp.code != 200:
+            raise not_found("Remote media not found at its location")
+        data = await resp.content()
+        hdrs = {k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in resp.headers.getAllRawHeaders()}
+        return data, hdrs
+
+
+def _filename(disposition: str | None) -> str | None:
+    if not disposition:
+        return None
+    from urllib.parse import unquote
+    m = _FILENAME_STAR.search(disposition)
+    if m:
+        return unquote(m.group(1).strip())
+    m = _FILENAME.search(disposition)
+    return m.group(1).strip() if m else None
+
+
+def parse_multipart(content_type: str, body: bytes) -> list[tuple[dict, bytes]] | None:
+    """The parts of a ``multipart/mixed`` body as (lower-case headers, bytes) (pure)."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not content_type.lower().startswith("multipart/") or m is None:
+        return None
+    delimiter = b"--" + m.group(1).encode("latin-1")
+    pieces = body.split(delimiter)
+    parts = []
+    for piece in pieces[1:]:
+        if piece.startswith(b"--"):
+            break
+        if piece.startswith(b"\r\n"):
+            piece = piece[2:]
+        head, sep, data = piece.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        if data.endswith(b"\r\n"):
+            data = data[:-2]
+        headers = {}
+        for line in head.split(b"\r\n"):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name:
+                headers[name.strip().lower()] = value.strip()
+        parts.append((headers, data))
+    return parts
+
+
+def multipart_body(metadata: bytes, data: bytes, content_type: str, disposition: str | None) -> tuple[bytes, str]:
+    """A ``multipart/mixed`` body (JSON metadata, then the content) and its Content-Type (pure)."""
+    import secrets
+    boundary = secrets.token_hex(16)
+    head = [f"--{boundary}", "Content-Type: application/json", "", ""]
+    out = "\r\n".join(head).encode() + metadata + b"\r\n"
+    part = [f"--{boundary}", f"Content-Type: {content_type}"]
+    if disposition:
+        part.append(f"Content-Disposition: {disposition}")
+    out += ("\r\n".join(part) + "\r\n\r\n").encode("latin-1") + data + f"\r\n--{boundary}--\r\n".encode()
+    return out, f"multipart/mixed; boundary={boundary}"
