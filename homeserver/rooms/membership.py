@@ -97,7 +97,7 @@ class MembershipService:
             self._ratelimit(requester, target, room_id, action)
 
         rv = await self.events.get_room_version(room_id)
-        if rv is None:
+        if rv is None or (action in ("join", "knock") and await self._left_by_this_server(room_id, action)):
             return await self._remote_room(requester, room_id, action, reason, list(servers), extra_content)
 
         current = await self.events.get_membership(room_id, target)
@@ -209,6 +209,21 @@ class MembershipService:
                 (await self.events.store.get_membership(room_id, requester.user_id) or row)[1],
                 allow_rejected=True)
         raise not_found("Unknown room")
+
+    async def _left_by_this_server(self, room_id: str, action: str) -> bool:
+        """A room we know but none of our users is joined to any more: our copy of its state is
+        stale, so joins and knocks go through a resident server (as Synapse does) when federation
+        can do it and other servers' users are (or the room's creator was) in it."""
+        seam = self.remote_join if action == "join" else self.remote_knock
+        if seam is None:
+            return False
+        joined = await self.events.get_joined_members(room_id)
+        if any(self.is_mine(m) for m in joined):
+            return False
+        if joined:
+            return True  # others are (as far as we know) still there
+        create = await self.events.get_current_state_event(room_id, "m.room.create")
+        return create is not None and not self.is_mine(create.sender)
 
     async def _inviting_servers(self, room_id: str, user_id: str) -> list[str]:
         """The server of whoever invited the user (an out-of-band invite to a room we are not

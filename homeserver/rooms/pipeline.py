@@ -260,7 +260,7 @@ class RoomEventService:
     # Remote events
     # =========================================================================================
     async def handle_remote_event(self, event: Event, *, state_before: Mapping[StateKey, str] | None = None,
-                                  outlier: bool = False) -> Event:
+                                  outlier: bool = False, soft_fail_check: bool = True) -> Event:
         """Process an event received over federation and return it as stored.
 
         The caller has checked its signatures (server-server-api.md "Checks performed on receipt
@@ -271,18 +271,21 @@ class RoomEventService:
         failing auth against the current state is *soft-failed* (step 6): stored with its state,
         not in the timeline nor the forward extremities nor the current state.
 
+        ``soft_fail_check=False`` skips step 6: for the join this server made itself through a
+        resident server's send_join, whose state is the truth when our copy of the room is stale.
+
         Raises MissingEventsError (kind "auth_events", "prev_events" or "state") when events it
         needs are not stored; federation fetches them and calls again.
         """
         room_id = event.room_id
         async with self.locks.lock(room_id):
-            result = await self._handle_remote_locked(event, state_before, outlier)
+            result = await self._handle_remote_locked(event, state_before, outlier, soft_fail_check)
         if not outlier:
             self._maybe_merge_extremities(room_id)
         return result
 
     async def _handle_remote_locked(self, event: Event, state_before: Mapping[StateKey, str] | None,
-                                    outlier: bool) -> Event:
+                                    outlier: bool, soft_fail_check: bool = True) -> Event:
         room_id = event.room_id
         rv = event.room_version
         existing = (await self.store.get_event_metas([event.event_id])).get(event.event_id)
@@ -327,7 +330,7 @@ class RoomEventService:
 
         snap = await self.state.get_snapshot(room_id)
         soft_failed = False
-        if rejected is None and snap is not None and event.type != "m.room.create":
+        if rejected is None and snap is not None and event.type != "m.room.create" and soft_fail_check:
             current = await self.state.auth_state_for(event, snap.state)
             try:
                 event_auth.check_auth_rules(event, current)
