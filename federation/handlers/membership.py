@@ -396,11 +396,8 @@ class FederationMembershipHandler:
         create = stored.get(create_id) if create_id else None
         if create is None or create.room_id != room_id:
             raise MatrixError(502, "M_UNKNOWN", f"{server} sent a join state without the room's create event")
-        if (await self.events.get_room_version(room_id)) is None:
-            joined = await self.events.handle_remote_event(event, state_before=state)
-        else:
-            # Someone else joined meanwhile: the join is an ordinary event of a known room.
-            joined = await self.fed_events.receive_pdu(server, event)
+        # Also for a room we knew but had left (stale state): the resident's state is the truth.
+        joined = await self.events.handle_remote_event(event, state_before=state, soft_fail_check=False)
         if joined.rejected_reason is not None:
             raise forbidden(f"The join was rejected: {joined.rejected_reason}")
         return room_id

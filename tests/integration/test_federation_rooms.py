@@ -343,3 +343,43 @@ def test_media_and_the_room_directory_of_the_other_server(nodes, users, shared_r
     status, resp = api(b.base_url, "POST", "/_matrix/client/v3/publicRooms", bob[1],
                        {"filter": {"generic_search_term": "Federated"}}, params={"server": a.name})
     assert status == 200 and [r["room_id"] for r in resp["chunk"]] == [shared_room], resp
+
+
+def test_knock_invite_join_kick_and_ban_across_servers(nodes, users):
+    a, b = nodes
+    alice, dan = users["alice"], users["dan"]
+    _, resp = api(a.base_url, "POST", "/_matrix/client/v3/createRoom", alice[1],
+                  {"preset": "private_chat", "initial_state": [
+                      {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]})
+    room = resp["room_id"]
+    status, resp = api(b.base_url, "POST", f"/_matrix/client/v3/knock/{q(room)}", dan[1], {"reason": "let me in"},
+                       params={"server_name": a.name})
+    assert status == 200, (resp, b.log()[-3000:])
+    wait_for("A sees the knock",
+             lambda: (state_content(a, alice[1], room, "m.room.member", dan[0]) or {}).get("membership") == "knock",
+             nodes=nodes)
+    assert room in sync(b, dan[1]).get("rooms", {}).get("knock", {})
+    status, resp = api(a.base_url, "POST", f"/_matrix/client/v3/rooms/{q(room)}/invite", alice[1], {"user_id": dan[0]})
+    assert status == 200, (resp, a.log()[-3000:])
+    status, resp = api(b.base_url, "POST", f"/_matrix/client/v3/rooms/{q(room)}/join", dan[1])
+    assert status == 200, (resp, b.log()[-3000:])
+    wait_for("A sees Dan joined", lambda: dan[0] in members(a, alice[1], room), nodes=nodes)
+
+    status, resp = api(a.base_url, "POST", f"/_matrix/client/v3/rooms/{q(room)}/kick", alice[1],
+                       {"user_id": dan[0], "reason": "bye"})
+    assert status == 200, resp
+    wait_for("B sees Dan kicked", lambda: room not in joined(b, dan[1]), nodes=nodes)
+    status, resp = api(a.base_url, "POST", f"/_matrix/client/v3/rooms/{q(room)}/ban", alice[1], {"user_id": dan[0]})
+    assert status == 200, resp
+    status, resp = api(b.base_url, "POST", f"/_matrix/client/v3/knock/{q(room)}", dan[1], {},
+                       params={"server_name": a.name})
+    assert status == 403, resp
+    # Unbanned and invited again, Dan rejoins a room his server had left (its copy is stale).
+    assert api(a.base_url, "POST", f"/_matrix/client/v3/rooms/{q(room)}/unban", alice[1], {"user_id": dan[0]})[0] == 200
+    assert api(a.base_url, "POST", f"/_matrix/client/v3/rooms/{q(room)}/invite", alice[1], {"user_id": dan[0]})[0] == 200
+    status, resp = api(b.base_url, "POST", f"/_matrix/client/v3/rooms/{q(room)}/join", dan[1])
+    assert status == 200, (resp, b.log()[-3000:])
+    wait_for("A sees Dan back", lambda: dan[0] in members(a, alice[1], room), nodes=nodes)
+    assert room in joined(b, dan[1])
+    from_a = send_message(a, alice[1], room, "welcome back")
+    wait_for("B receives messages again", lambda: has_event(b, dan[1], room, from_a), nodes=nodes)
