@@ -212,6 +212,9 @@ class RoomStateService:
             if difference is None:
                 difference, union = await self._auth_difference_walk(common, specific, unstored)
                 prefetch |= union
+            elif room_version.state_res == StateResAlgorithm.V2_1:
+                # The conflicted state subgraph (rooms/v12.md) walks the conflicted events' chains.
+                prefetch |= await self._indexed_chain(set().union(*conflicted.values()), unstored)
             prefetch |= difference
         else:
             prefetch |= set(unconflicted.values())
@@ -271,6 +274,14 @@ class RoomStateService:
             if 0 < in_sets < len(sets):
                 difference.add(e)
         return difference
+
+    async def _indexed_chain(self, event_ids: set[str], unstored: Mapping[str, Event] | None) -> set[str]:
+        """``event_ids`` and their auth chains from the index (empty if one is not indexed)."""
+        unstored = unstored or {}
+        ids_ = {e for e in event_ids if e not in unstored}
+        for e in event_ids & set(unstored):
+            ids_.update(unstored[e].auth_event_ids)
+        return await self.store.auth_chains.auth_chain_ids(ids_) or set()
 
     async def _auth_difference_walk(self, common: set[str], specific: list[set[str]],
                                     unstored: Mapping[str, Event] | None) -> tuple[set[str], set[str]]:

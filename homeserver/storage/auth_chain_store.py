@@ -180,14 +180,26 @@ class AuthChainStore:
             lo, hi = min(seqs), max(seqs)
             if hi > lo:
                 ranges.append((c, lo, hi))
-        out: set[str] = set()
-        for start in range(0, len(ranges), _RANGES_PER_QUERY):
-            chunk = ranges[start:start + _RANGES_PER_QUERY]
-            cond = " OR ".join(["(chain_id = ? AND sequence_number > ? AND sequence_number <= ?)"] * len(chunk))
-            txn.execute(f"SELECT event_id FROM event_auth_chains WHERE {cond}",
-                        [v for r in chunk for v in r])
-            out.update(r[0] for r in txn.fetchall())
-        return out
+        return _select_ranges(txn, ranges)
+
+    async def auth_chain_ids(self, event_ids: Collection[str]) -> set[str] | None:
+        """``event_ids`` with their whole auth chain, from the index (to prefetch what state
+        resolution walks); None when one of them has no position."""
+        ids_ = set(event_ids)
+        if not ids_:
+            return set()
+        return await self.db.run("auth_chain_ids", self._chain_ids_txn, ids_, readonly=True)
+
+    def _chain_ids_txn(self, txn: Txn, event_ids: set[str]) -> set[str] | None:
+        positions = self._read_positions(txn, event_ids)
+        if len(positions) < len(event_ids):
+            return None
+        top: dict[int, int] = {}
+        for c, s in positions.values():
+            if s > top.get(c, 0):
+                top[c] = s
+        reach = _reach(top, self._read_chains(txn, list(top)))
+        return _select_ranges(txn, [(c, 0, s) for c, s in reach.items()])
 
     async def get_positions(self, event_ids: Iterable[str]) -> dict[str, tuple[int, int]]:
         """``event_id -> (chain_id, sequence_number)`` of the indexed events among ``event_ids``."""
@@ -376,6 +388,17 @@ def _reach(top: dict[int, int], chains: dict[int, _Chain]) -> dict[int, int]:
             _, target, tseq = links[i]
             if tseq > out.get(target, 0):
                 out[target] = tseq
+    return out
+
+
+def _select_ranges(txn: Txn, ranges: list[tuple[int, int, int]]) -> set[str]:
+    """The events at ``lo < sequence_number <= hi`` of each ``(chain_id, lo, hi)``."""
+    out: set[str] = set()
+    for start in range(0, len(ranges), _RANGES_PER_QUERY):
+        chunk = ranges[start:start + _RANGES_PER_QUERY]
+        cond = " OR ".join(["(chain_id = ? AND sequence_number > ? AND sequence_number <= ?)"] * len(chunk))
+        txn.execute(f"SELECT event_id FROM event_auth_chains WHERE {cond}", [v for r in chunk for v in r])
+        out.update(r[0] for r in txn.fetchall())
     return out
 
 
