@@ -100,9 +100,17 @@ class Synapse:
         env.pop("PYTHONPATH", None)
         subprocess.run([self.python, "-m", "synapse.app.homeserver", "-c", path, "--generate-keys"],
                        cwd=self.workdir, check=True, capture_output=True, timeout=300, env=env)
+        self.config_path = path
+        self.launch()
+
+    def launch(self) -> None:
+        """Run the prepared Synapse (again, after a stop) and wait until it answers."""
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
         out = open(os.path.join(self.workdir, "stdout.log"), "ab")
-        self.proc = subprocess.Popen([self.python, "-m", "synapse.app.homeserver", "-c", path], cwd=self.workdir,
-                                     env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([self.python, "-m", "synapse.app.homeserver", "-c", self.config_path],
+                                     cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
         out.close()
         deadline = time.monotonic() + 180
         while True:
@@ -340,3 +348,29 @@ def test_media_both_ways(servers, users):
         got = requests.get(f"{reader.base_url}/_matrix/client/v1/media/download/{q(server_name)}/{media_id}",
                            headers={"Authorization": f"Bearer {reader_token}"}, timeout=60)
         assert got.status_code == 200 and got.content == data, (got.status_code, got.text[:500])
+
+
+def test_delivery_after_the_other_side_was_down(servers, users):
+    uzel, synapse = servers
+    ursula, sam = users["ursula"], users["sam"]
+    _, resp = api(uzel.base_url, "POST", "/_matrix/client/v3/createRoom", ursula[1], {"preset": "public_chat"})
+    room_id = resp["room_id"]
+    assert join(synapse, sam[1], room_id, uzel.name)[0] == 200
+    wait_for("uzel sees Sam joined", lambda: sam[0] in joined_members(uzel, ursula[1], room_id), servers)
+
+    # Synapse is down while uzel sends: uzel's queue retries until it is back.
+    stop_server(synapse.proc)
+    sent = [send(uzel, ursula[1], room_id, f"while Synapse is down {i}") for i in range(3)]
+    synapse.launch()
+    for event_id in sent:
+        wait_for("Synapse catches up", lambda: has_event(synapse, sam[1], room_id, event_id), servers, timeout=90)
+
+    # uzel is down while Synapse sends: when uzel is back and talks to Synapse, Synapse sends the
+    # newest event and uzel pulls the gap with get_missing_events.
+    stop_server(uzel.proc)
+    sent = [send(synapse, sam[1], room_id, f"while uzel is down {i}") for i in range(3)]
+    time.sleep(1)
+    start(uzel)
+    send(uzel, ursula[1], room_id, "uzel is back")
+    for event_id in sent:
+        wait_for("uzel catches up", lambda: has_event(uzel, ursula[1], room_id, event_id), servers, timeout=90)
