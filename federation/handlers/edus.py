@@ -79,13 +79,17 @@ class FederationEduHandler:
         from homeserver.rooms.pipeline import RoomEventService
         return await self.hs.get(RoomEventService).get_membership(room_id, user_id) == "join"
 
+    async def _acl_allows(self, origin: str, room_id: str) -> bool:
+        from .acl import ServerAclChecker
+        return await self.hs.get(ServerAclChecker).is_allowed(origin, room_id)
+
     # --- inbound ---------------------------------------------------------------------------------
     async def on_typing(self, origin: str, content: dict) -> None:
         from homeserver.ephemeral.typing import TypingService
         room_id, user_id, typing = content.get("room_id"), content.get("user_id"), content.get("typing")
         if not isinstance(room_id, str) or _domain(user_id) != origin or not isinstance(typing, bool):
             return
-        if not await self._joined(room_id, user_id):
+        if not await self._joined(room_id, user_id) or not await self._acl_allows(origin, room_id):
             return
         timeout = content.get("timeout", 30_000)
         timeout = timeout if isinstance(timeout, int) and not isinstance(timeout, bool) else 30_000
@@ -97,7 +101,7 @@ class FederationEduHandler:
         from homeserver.sync.notifier import Notifier
         service = self.hs.get(ReceiptsService)
         for room_id, by_type in content.items():
-            if not isinstance(by_type, dict):
+            if not isinstance(by_type, dict) or not await self._acl_allows(origin, room_id):
                 continue
             for receipt_type, by_user in by_type.items():
                 if receipt_type != "m.read" or not isinstance(by_user, dict):

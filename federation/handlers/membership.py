@@ -44,6 +44,7 @@ from homeserver.rooms.state import RoomStateService
 from homeserver.storage.events_store import EventsStore
 
 from ..sender import FederationSender
+from .acl import ServerAclChecker
 from .events import FederationEventHandler, PduRejected, path_id
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class FederationMembershipHandler:
         self.state: RoomStateService = hs.get(RoomStateService)
         self.fed_events: FederationEventHandler = hs.get(FederationEventHandler)
         self.sender: FederationSender = hs.get(FederationSender)
+        self.acl: ServerAclChecker = hs.get(ServerAclChecker)
 
     @property
     def client(self):
@@ -98,6 +100,7 @@ class FederationMembershipHandler:
         snap = await self.state.get_snapshot(room_id) if rv is not None else None
         if rv is None or snap is None:
             raise not_found(f"Unknown room {room_id}")
+        await self.acl.check(origin, room_id)
         if versions is not None and rv.identifier not in versions:
             raise incompatible_room_version(rv.identifier)
         if membership == "knock" and not rv.knock_join_rule:
@@ -184,6 +187,7 @@ class FederationMembershipHandler:
         rv = await self.events.get_room_version(room_id)
         if rv is None:
             raise not_found(f"Unknown room {room_id}")
+        await self.acl.check(origin, room_id)
         from homeserver.protocol.pdu import PduFormatError, parse_pdu
         try:
             event = parse_pdu(pdu, rv)
@@ -290,6 +294,7 @@ class FederationMembershipHandler:
             raise MatrixError(400, "M_BAD_JSON", "The invited user is not on this server")
         if ids.get_domain(event.sender) != origin:
             raise forbidden("The inviter must belong to the requesting server")
+        await self.acl.check(origin, room_id)
         if not await self.hs.get(AccountsStore).user_exists(event.state_key):
             raise not_found("Unknown user")
         try:

@@ -19,6 +19,8 @@ from homeserver.protocol.events import Event
 from homeserver.rooms.pipeline import RoomEventService
 from homeserver.storage.events_store import EventsStore
 
+from .acl import ServerAclChecker
+
 MAX_MISSING_EVENTS = 20
 MAX_BACKFILL = 100
 _MEMBERSHIPS_THAT_SEE = ("join", "invite", "knock")
@@ -30,9 +32,13 @@ class FederationReadsHandler:
         self.events: RoomEventService = hs.get(RoomEventService)
         self.store: EventsStore = hs.get(EventsStore)
 
-    async def check_server_in_room(self, origin: str, room_id: str) -> None:
+    async def check_server_in_room(self, origin: str, room_id: str, *, acl: bool = True) -> None:
+        """404 for unknown rooms; 403 when the room's server ACL denies ``origin`` (for the
+        endpoints server-server-api.md "Server Access Control Lists" protects) or it may not read."""
         if await self.events.get_room_version(room_id) is None:
             raise not_found(f"Unknown room {room_id}")
+        if acl:
+            await self.hs.get(ServerAclChecker).check(origin, room_id)
         if not await self.server_can_read(origin, room_id):
             raise forbidden("Your server is not in this room")
 
@@ -57,7 +63,7 @@ class FederationReadsHandler:
         ev = await self.store.get_event(event_id)
         if ev is None:
             raise not_found("Event not found")
-        await self.check_server_in_room(origin, ev.room_id)
+        await self.check_server_in_room(origin, ev.room_id, acl=False)
         return self._transaction([ev])
 
     async def _state_before(self, origin: str, room_id: str, event_id: str | None) -> dict:

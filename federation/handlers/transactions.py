@@ -10,6 +10,7 @@
   :meth:`FederationEventHandler.receive_pdu`; the answer maps each event ID to ``{}`` or
   ``{"error": ...}``;
 * PDUs of one room are processed in the order received, rooms concurrently;
+* the room's server ACL is applied to each PDU (denied: an error entry, not processed);
 * EDUs go to the handler registered for their type (:meth:`register_edu_handler`); unknown types
   are ignored. EDU failures never fail the transaction.
 """
@@ -24,6 +25,7 @@ from homeserver.http.errors import MatrixError, bad_json
 from homeserver.rooms.pipeline import RoomEventService
 
 from ..transactions_store import TransactionsStore
+from .acl import ServerAclChecker
 from .events import FederationEventHandler, PduRejected
 
 logger = logging.getLogger(__name__)
@@ -101,6 +103,12 @@ class TransactionHandler:
         rv = await self.events.get_room_version(room_id)
         if rv is None:
             logger.info("dropping %d PDUs from %s for unknown room %s", len(pdus), origin, room_id)
+            return
+        if not await self.hs.get(ServerAclChecker).is_allowed(origin, room_id):
+            for pdu in pdus:  # "Server Access Control Lists (ACLs)": ignored, with an error each
+                event_id = _event_id_of(pdu, rv)
+                if event_id:
+                    results[event_id] = {"error": "Server is banned from this room"}
             return
         for pdu in pdus:
             event_id = None

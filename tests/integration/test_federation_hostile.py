@@ -279,3 +279,23 @@ def test_unknown_room_version_in_an_invite_is_refused(setup):
     status, resp = setup.evil.request(setup.node, "PUT", f"/_matrix/federation/v2/invite/{q(setup.room_id)}/{q(eid)}",
                                       {"room_version": "org.example.unknown", "event": pdu, "invite_room_state": []})
     assert status == 400 and resp["errcode"] == "M_INCOMPATIBLE_ROOM_VERSION", resp
+
+
+def test_a_server_denied_by_the_room_acl_is_refused_everywhere(setup):
+    # Runs last: the room denies the peer from here on. Both servers are "127.0.0.1" to an ACL
+    # (ports are ignored); the ACL only applies to requests of other servers.
+    status, resp = api(setup.node.base_url, "PUT",
+                       f"/_matrix/client/v3/rooms/{q(setup.room_id)}/state/m.room.server_acl/", setup.alice[1],
+                       {"allow": ["*"], "deny": ["127.0.0.1"], "allow_ip_literals": True})
+    assert status == 200, resp
+    pdu = setup.event("m.room.message", {"body": "am I still here?"})
+    status, resp = setup.send([pdu], edus=[{"edu_type": "m.typing", "content": {
+        "room_id": setup.room_id, "user_id": setup.mallory, "typing": True}}])
+    assert status == 200 and "banned" in resp["pdus"][setup.event_id(pdu)]["error"], resp
+    assert setup.client_event(setup.event_id(pdu))[0] == 404
+    status, resp = setup.evil.request(setup.node, "GET", f"/_matrix/federation/v1/state_ids/{q(setup.room_id)}"
+                                      f"?event_id={q(setup.last_id)}")
+    assert status == 403 and resp["errcode"] == "M_FORBIDDEN", resp
+    status, resp = setup.evil.request(setup.node, "GET", f"/_matrix/federation/v1/make_leave/{q(setup.room_id)}/"
+                                      f"{q(setup.mallory)}")
+    assert status == 403, resp
