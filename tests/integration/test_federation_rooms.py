@@ -383,3 +383,25 @@ def test_knock_invite_join_kick_and_ban_across_servers(nodes, users):
     assert room in joined(b, dan[1])
     from_a = send_message(a, alice[1], room, "welcome back")
     wait_for("B receives messages again", lambda: has_event(b, dan[1], room, from_a), nodes=nodes)
+
+
+def test_restricted_join_is_authorised_by_the_resident_server(nodes, users):
+    a, b = nodes
+    alice, dan = users["alice"], users["dan"]
+    _, resp = api(a.base_url, "POST", "/_matrix/client/v3/createRoom", alice[1], {"preset": "public_chat"})
+    space = resp["room_id"]
+    _, resp = api(a.base_url, "POST", "/_matrix/client/v3/createRoom", alice[1], {
+        "preset": "private_chat", "room_version": "10", "initial_state": [
+            {"type": "m.room.join_rules", "state_key": "",
+             "content": {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]}}]})
+    restricted = resp["room_id"]
+    status, resp = api(b.base_url, "POST", f"/_matrix/client/v3/join/{q(restricted)}", dan[1],
+                       params={"server_name": a.name})
+    assert status == 403, resp
+    assert api(b.base_url, "POST", f"/_matrix/client/v3/join/{q(space)}", dan[1],
+               params={"server_name": a.name})[0] == 200
+    status, resp = api(b.base_url, "POST", f"/_matrix/client/v3/join/{q(restricted)}", dan[1],
+                       params={"server_name": a.name})
+    assert status == 200, (resp, a.log()[-3000:])
+    member = state_content(b, dan[1], restricted, "m.room.member", dan[0])
+    assert member["membership"] == "join" and member["join_authorised_via_users_server"] == alice[0]
