@@ -3,7 +3,7 @@
 The events are sent through the one pipeline in the order the spec prescribes
 (data/api/client-server/create_room.yaml): create, the creator's join, power levels, (canonical
 alias: added by the directory service), the preset's join rules / history visibility / guest access,
-``initial_state``, name and topic, then invites.
+``initial_state``, name and topic — all committed in one transaction — then invites.
 """
 from __future__ import annotations
 
@@ -122,17 +122,12 @@ class RoomCreationService:
             else:
                 content.pop("additional_creators", None)
         room_id = None if rv.room_id_from_create_event else f"!{ids.random_string(18)}:{self.hs.hostname}"
-        create = await self.events.send_create_event(rv, creator, content, room_id,
-                                                     is_public=visibility == "public")
-        room_id = create.room_id
-
-        async def send(event_type: str, content: dict, state_key: str = "") -> None:
-            await self.events.create_and_send_event(room_id, event_type, content, creator, state_key)
+        initial_events: list[tuple[str, dict, str]] = []
 
         # 2. the creator joins
         join = dict(creator_join_content or {})
         join["membership"] = "join"
-        await send("m.room.member", join, creator)
+        initial_events.append(("m.room.member", join, creator))
 
         # 3. power levels (initial_state's own power levels replace the default)
         if ("m.room.power_levels", "") in initial:
@@ -144,7 +139,7 @@ class RoomCreationService:
         if rv.privileged_creators and isinstance(pl.get("users"), dict):
             creators = {creator} | set(content.get("additional_creators", []))
             pl["users"] = {u: lvl for u, lvl in pl["users"].items() if u not in creators}
-        await send("m.room.power_levels", pl)
+        initial_events.append(("m.room.power_levels", pl, ""))
 
         # 5. the preset, unless initial_state sets the same state
         join_rule, history, guests = PRESETS[preset]
@@ -152,7 +147,7 @@ class RoomCreationService:
                                  ("m.room.history_visibility", {"history_visibility": history}),
                                  ("m.room.guest_access", {"guest_access": guests})):
             if (event_type, "") not in initial:
-                await send(event_type, body)
+                initial_events.append((event_type, body, ""))
 
         # 6. initial_state (name/topic given as parameters win)
         for (event_type, state_key), body in initial.items():
@@ -160,14 +155,22 @@ class RoomCreationService:
                 if (event_type == "m.room.name" and name is not None) or \
                         (event_type == "m.room.topic" and topic is not None):
                     continue
-            await send(event_type, dict(body), state_key)
+            initial_events.append((event_type, dict(body), state_key))
 
         # 7. name and topic
         if name is not None:
-            await send("m.room.name", {"name": name})
+            initial_events.append(("m.room.name", {"name": name}, ""))
         if topic is not None:
-            await send("m.room.topic", {"topic": topic,
-                                        "m.topic": {"m.text": [{"body": topic, "mimetype": "text/plain"}]}})
+            initial_events.append(("m.room.topic", {"topic": topic, "m.topic": {
+                "m.text": [{"body": topic, "mimetype": "text/plain"}]}}, ""))
+
+        # 1.-7. in one transaction: all or nothing
+        events = await self.events.create_room_events(rv, creator, content, room_id,
+                                                      is_public=visibility == "public", initial=initial_events)
+        room_id = events[0].room_id
+
+        async def send(event_type: str, content: dict, state_key: str = "") -> None:
+            await self.events.create_and_send_event(room_id, event_type, content, creator, state_key)
 
         # 8. invites
         for user in invitees:

@@ -3,8 +3,18 @@
 Local events (client API) go through :meth:`RoomEventService.create_and_send_event`; events from
 other servers (federation) through :meth:`RoomEventService.handle_remote_event`. Both run under the
 room's lock (sends within one room are serialised, rooms never wait for each other), share the state
-computation and end in the events store's persist queue, which commits concurrent events of
-different rooms in one transaction.
+computation and end in the events store's persist queue, which commits concurrent events in one
+transaction (group commit).
+
+The room lock covers only the in-memory part of a local send (build, sign, auth, state, persist
+hooks): the event is queued and the lock released *before* its transaction commits, so the next
+sender of the room builds on the room's *head* — the snapshot after the newest queued event, whose
+prev_events may be events still being committed. The sender's 200 waits for the commit; the
+room's committed snapshot (what readers see) moves only on commit, in queue order. If a write
+fails, the events queued on top of it fail with it (the store never writes an event citing a
+failed one) and the head is rebuilt from what was committed. Paths that read stored metadata of
+prev events (remote events, explicit prev_events, more forward extremities than one event cites)
+first wait until the room's queued events are committed.
 
 Spec: server-server-api.md "Checks performed on receipt of a PDU", "Rejection", "Soft failure",
 "Auth events selection", "Adding hashes and signatures to outgoing events"; client-server-api
@@ -13,9 +23,11 @@ Spec: server-server-api.md "Checks performed on receipt of a PDU", "Rejection", 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from homeserver.http.errors import MatrixError, forbidden
 from homeserver.protocol import event_auth, ids
@@ -61,6 +73,8 @@ class RoomEventService:
         #: persist transaction (homeserver/push/notification_counts.py writes push actions so).
         self.persist_hooks: list = []
         self._merging: set[str] = set()
+        #: Rooms with queued, not yet committed events: what the next local event builds on.
+        self._heads: dict[str, _RoomHead] = {}
         # Joined members per room and joined rooms per user, invalidated on membership changes.
         self._joined_members = _GenerationCache(20_000)
         self._joined_rooms = _GenerationCache(100_000)
@@ -92,10 +106,11 @@ class RoomEventService:
             raise MatrixError(400, "M_BAD_JSON", "state_key must be a string")
         if txn_id is None:
             async with self.locks.lock(room_id):
-                event = await self._send_locked(room_id, event_type, content, sender, state_key,
-                                                prev_event_ids, extra_pdu_fields, None, before_persist)
+                item, committed = await self._send_locked(room_id, event_type, content, sender, state_key,
+                                                          prev_event_ids, extra_pdu_fields, None, before_persist)
+            await committed
             self._maybe_merge_extremities(room_id)
-            return event
+            return item.event
         key = (sender, device_id or "", txn_id)
         waiting = self._inflight_txns.get(key)
         if waiting is not None:  # the same transaction is being sent right now
@@ -108,8 +123,11 @@ class RoomEventService:
             event = await self.store.get_event(existing) if existing else None
             if event is None:
                 async with self.locks.lock(room_id):
-                    event = await self._send_locked(room_id, event_type, content, sender, state_key,
-                                                    prev_event_ids, extra_pdu_fields, key, before_persist)
+                    item, committed = await self._send_locked(room_id, event_type, content, sender, state_key,
+                                                              prev_event_ids, extra_pdu_fields, key,
+                                                              before_persist)
+                await committed
+                event = item.event
                 self._maybe_merge_extremities(room_id)
         except BaseException as e:
             del self._inflight_txns[key]
@@ -124,10 +142,31 @@ class RoomEventService:
     async def _send_locked(self, room_id: str, event_type: str, content: dict, sender: str,
                            state_key: str | None, prev_event_ids: list[str] | None,
                            extra_pdu_fields: Mapping[str, Any] | None,
-                           txn_key: tuple[str, str, str] | None, before_persist=None) -> Event:
-        snap = await self.state.get_snapshot(room_id)
+                           txn_key: tuple[str, str, str] | None, before_persist=None
+                           ) -> tuple[PersistItem, defer.Deferred]:
+        """Build the event on the room's head and queue it (under the room lock); returns the
+        item and a Deferred firing once it is committed (to be awaited after the lock)."""
+        snap = await self._head_snapshot(room_id)
         if snap is None:
             raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room_id}")
+        item, new_snap = await self._build_local(snap, event_type, content, sender, state_key, prev_event_ids,
+                                                 extra_pdu_fields, txn_key, before_persist)
+        return item, self._queue(room_id, [(item, new_snap)])
+
+    async def _build_local(self, snap: RoomSnapshot, event_type: str, content: dict, sender: str,
+                           state_key: str | None, prev_event_ids: list[str] | None,
+                           extra_pdu_fields: Mapping[str, Any] | None,
+                           txn_key: tuple[str, str, str] | None, before_persist=None
+                           ) -> tuple[PersistItem, RoomSnapshot | None]:
+        """A local event built, signed and authed on ``snap`` (the room's head), with its persist
+        item and the snapshot after it. Citing anything but all of the head's forward extremities
+        reads stored state of the prev events: the room's queued events are committed first."""
+        room_id = snap.room_id
+        if prev_event_ids is not None or len(snap.extremities) > MAX_PREV_EVENTS:
+            await self._settle(room_id)
+            snap = await self.state.get_snapshot(room_id)
+            if snap is None:
+                raise MatrixError(404, "M_NOT_FOUND", f"Unknown room {room_id}")
         rv = snap.room_version
         if prev_event_ids is None:
             chosen = sorted(snap.extremities.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_PREV_EVENTS]
@@ -181,11 +220,23 @@ class RoomEventService:
             if signed.event_id != event.event_id:
                 raise MatrixError(500, "M_UNKNOWN", "before_persist changed the event")
             event = signed
-        return await self._persist_dag_event(snap, event, before, txn_key=txn_key)
+        return await self._prepare_dag_item(snap, event, before, txn_key=txn_key)
 
     async def send_create_event(self, room_version: RoomVersion, creator: str, content: dict,
                                 room_id: str | None = None, *, is_public: bool = False) -> Event:
         """Create a room: persist its ``m.room.create`` event (rooms/vN.md auth rule 1).
+
+        ``room_id`` is required before v12 and ignored from v12 (the room ID is derived from the
+        event, rooms/v12.md)."""
+        return (await self.create_room_events(room_version, creator, content, room_id, is_public=is_public))[0]
+
+    async def create_room_events(self, room_version: RoomVersion, creator: str, content: dict,
+                                 room_id: str | None = None, *, is_public: bool = False,
+                                 initial: Iterable[tuple[str, dict, str | None]] = ()) -> list[Event]:
+        """Create a room: its ``m.room.create`` event and then the ``initial`` events
+        ``(type, content, state_key)`` sent by ``creator``, each built on the one before and
+        checked against the auth rules, all committed in one transaction (all or none: a refusal
+        half-way creates no room). Returns the events, the create event first.
 
         ``room_id`` is required before v12 and ignored from v12 (the room ID is derived from the
         event, rooms/v12.md)."""
@@ -197,12 +248,13 @@ class RoomEventService:
             if not room_id:
                 raise ValueError("room_id is required before room version 12")
             pdu["room_id"] = room_id
+        initial = list(initial)
         # From v12 the room ID is the create event's hash, so two rooms created by one user in the
         # same millisecond with the same content would collide: move the later one on by 1 ms.
         for _attempt in range(1000):
             event = self._sign(dict(pdu), room_version)
             async with self.locks.lock(event.room_id):
-                if await self.state.get_snapshot(event.room_id) is not None:
+                if await self._head_snapshot(event.room_id) is not None:
                     if room_version.room_id_from_create_event:
                         pdu["origin_server_ts"] += 1
                         continue
@@ -211,8 +263,18 @@ class RoomEventService:
                     event_auth.check_auth_rules(event, {})
                 except event_auth.AuthError as e:
                     raise forbidden(str(e)) from None
-                return await self._persist_dag_event(None, event, StateAt({}, None, 0),
-                                                     new_room=(creator, is_public))
+                built = [await self._prepare_dag_item(None, event, StateAt({}, None, 0),
+                                                      new_room=(creator, is_public))]
+                try:
+                    for event_type, body, state_key in initial:
+                        self.store.stage([built[-1][0]])  # the next events read the ones before
+                        built.append(await self._build_local(built[-1][1], event_type, body, creator,
+                                                             state_key, None, None, None))
+                finally:
+                    self.store.unstage([item for item, _ in built])
+                committed = self._queue(event.room_id, built)
+            await committed
+            return [item.event for item, _ in built]
         raise MatrixError(400, "M_ROOM_IN_USE", "Room ID already exists")
 
     def _sign(self, pdu: dict, rv: RoomVersion) -> Event:
@@ -288,6 +350,7 @@ class RoomEventService:
                                     outlier: bool, soft_fail_check: bool = True) -> Event:
         room_id = event.room_id
         rv = event.room_version
+        await self._settle(room_id)  # the checks below read stored state of the room's events
         existing = (await self.store.get_event_metas([event.event_id])).get(event.event_id)
         if existing is not None and (outlier or not existing.outlier):
             return await self.store.get_event(event.event_id, allow_rejected=True)
@@ -422,9 +485,23 @@ class RoomEventService:
     # =========================================================================================
     async def _persist_dag_event(self, snap: RoomSnapshot | None, event: Event, before: StateAt, *,
                                  rejected: str | None = None, soft_failed: bool = False,
-                                 txn_key: tuple[str, str, str] | None = None,
                                  new_room: tuple[str | None, bool] | None = None,
                                  existing_nid: int | None = None) -> Event:
+        """Prepare, queue and wait for the commit of one event (callers hold the room lock)."""
+        item, new_snap = await self._prepare_dag_item(snap, event, before, rejected=rejected,
+                                                      soft_failed=soft_failed, new_room=new_room,
+                                                      existing_nid=existing_nid)
+        await self._queue(event.room_id, [(item, new_snap)])
+        return item.event
+
+    async def _prepare_dag_item(self, snap: RoomSnapshot | None, event: Event, before: StateAt, *,
+                                rejected: str | None = None, soft_failed: bool = False,
+                                txn_key: tuple[str, str, str] | None = None,
+                                new_room: tuple[str | None, bool] | None = None,
+                                existing_nid: int | None = None) -> tuple[PersistItem, RoomSnapshot | None]:
+        """The persist item of an event (its state group, current-state delta, extremities and
+        the persist hooks' writes) and the room's snapshot after it (None when it changes
+        nothing: rejected and soft-failed events)."""
         room_id = event.room_id
         rv = event.room_version
         nid = existing_nid if existing_nid is not None else self.store.allocate_event_nid()
@@ -469,17 +546,79 @@ class RoomEventService:
             de_outlier=existing_nid is not None)
         if item.in_timeline and self.persist_hooks:
             await self._run_persist_hooks(item, after.state)
-        await self.store.persist([item])
-        if new_snap is not None:
-            self.state.set_snapshot(new_snap)
-        if delta is not None and (delta.memberships or delta.memberships_removed):
-            self._joined_members.invalidate(room_id)
-            for user in [u for u, _, _, _ in delta.memberships] + delta.memberships_removed:
-                self._joined_rooms.invalidate(user)
-        if item.in_timeline and item.stream_ordering is not None:
-            users = [u for u, _, _, _ in delta.memberships] if delta is not None else []
-            self.notifier.notify("events", item.stream_ordering, rooms=[room_id], users=users)
-        return item.event
+        return item, new_snap
+
+    # --- the room head: queued events, committed in order -----------------------------------------
+    async def _head_snapshot(self, room_id: str) -> RoomSnapshot | None:
+        """What the room's next event builds on (call under the room lock): the snapshot after
+        its newest queued event, or the committed one when nothing is queued (or a queued write
+        failed: then once the queue of the room has drained)."""
+        head = self._heads.get(room_id)
+        if head is not None and head.snap is not None and not head.broken:
+            return head.snap
+        await self._settle(room_id)
+        return await self.state.get_snapshot(room_id)
+
+    async def _settle(self, room_id: str) -> None:
+        """Wait until every queued event of the room is committed or failed."""
+        while (head := self._heads.get(room_id)) is not None:
+            d: defer.Deferred = defer.Deferred()
+            head.idle.append(d)
+            await d
+
+    def _queue(self, room_id: str, built: list[tuple[PersistItem, RoomSnapshot | None]]) -> defer.Deferred:
+        """Queue the items of one room as one group (call under the room lock) and move the room's
+        head. Returns a Deferred firing once they are committed, after the committed snapshot,
+        the member caches and the notifier have moved; cancelling it does not cancel the write."""
+        head = self._heads.get(room_id)
+        if head is None:
+            head = self._heads[room_id] = _RoomHead(None)
+        for _, snap in built:
+            if snap is not None:
+                head.snap = snap
+        head.in_flight += 1
+        written = self.store.persist([item for item, _ in built])
+        written.addCallbacks(self._committed, self._write_failed, callbackArgs=(room_id, built),
+                             errbackArgs=(room_id,))
+        waiter: defer.Deferred = defer.Deferred()
+
+        def forward(result):
+            if not waiter.called:  # the waiter may have been cancelled (client went away)
+                waiter.callback(result) if not isinstance(result, Failure) else waiter.errback(result)
+            return None
+        written.addBoth(forward)
+        return waiter
+
+    def _committed(self, result, room_id: str, built: list[tuple[PersistItem, RoomSnapshot | None]]):
+        for item, snap in built:
+            if snap is not None:
+                self.state.set_snapshot(snap)
+            delta = item.current_state
+            if delta is not None and (delta.memberships or delta.memberships_removed):
+                self._joined_members.invalidate(room_id)
+                for user in [u for u, _, _, _ in delta.memberships] + delta.memberships_removed:
+                    self._joined_rooms.invalidate(user)
+            if item.in_timeline and item.stream_ordering is not None:
+                users = [u for u, _, _, _ in delta.memberships] if delta is not None else []
+                self.notifier.notify("events", item.stream_ordering, rooms=[room_id], users=users)
+        self._release(room_id)
+        return result
+
+    def _write_failed(self, failure: Failure, room_id: str) -> Failure:
+        logger.warning("persisting events of %s failed: %s", room_id, failure.getErrorMessage())
+        head = self._heads.get(room_id)
+        if head is not None:
+            head.broken = True  # later events of the room rebuild from the committed snapshot
+        self._release(room_id)
+        return failure
+
+    def _release(self, room_id: str) -> None:
+        head = self._heads[room_id]
+        head.in_flight -= 1
+        if head.in_flight == 0:
+            del self._heads[room_id]
+            for d in head.idle:
+                d.callback(None)
 
     async def _run_persist_hooks(self, item: PersistItem, state_after: Mapping[StateKey, str]) -> None:
         for hook in list(self.persist_hooks):
@@ -647,6 +786,18 @@ class RoomEventService:
             return list(await self._joined_rooms.get(
                 user_id, lambda: self.store.get_rooms_for_user(user_id, memberships)))
         return await self.store.get_rooms_for_user(user_id, memberships)
+
+
+@dataclass
+class _RoomHead:
+    """A room with queued events: the snapshot after the newest (None if none changes it), how
+    many groups of its events are being written, whether one failed, and who waits for the queue
+    to drain."""
+
+    snap: RoomSnapshot | None
+    in_flight: int = 0
+    broken: bool = False
+    idle: list[defer.Deferred] = field(default_factory=list)
 
 
 class _GenerationCache:

@@ -7,6 +7,11 @@ drains everything pending into one transaction (group commit), allocating stream
 order. The decisions (auth, state, extremities) are made by ``homeserver.rooms``; this module only
 writes what it is given and serves reads through caches:
 
+* queued events are *pending* until their transaction commits: :meth:`EventsStore.get_events` and
+  :meth:`EventsStore.get_event_nids` already return them (the pipeline builds a room's next event on
+  top of its previous one before that one is committed), and an item citing (prev or auth events) a
+  pending event whose write failed fails too, never reaching the database;
+
 * an LRU of :class:`~homeserver.protocol.events.Event` objects by event ID (JSON parsed once);
 * an LRU of :class:`EventMeta` (nid, state groups, flags) by event ID;
 * the room version of each room.
@@ -33,6 +38,12 @@ logger = logging.getLogger(__name__)
 
 #: Most events persisted in one transaction.
 MAX_BATCH = 200
+#: How many IDs of events whose write failed are remembered (to fail the events citing them).
+FAILED_MEMORY = 10_000
+
+
+class DependencyFailed(Exception):
+    """An item cites (prev or auth events) a queued event whose write failed: it is not written."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,10 @@ class EventsStore:
         self.stream_ids = StreamIdGenerator(last_stream)
         self._queue: list[tuple[PersistItem, defer.Deferred]] = []
         self._draining = False
+        #: Queued (or staged) items by event ID, until committed or failed.
+        self._pending: dict[str, PersistItem] = {}
+        #: IDs of queued events whose write failed (insertion-ordered, bounded).
+        self._failed: dict[str, None] = {}
         self.batches_committed = 0
 
     @staticmethod
@@ -143,7 +158,9 @@ class EventsStore:
         firing with the list of items once committed. Items queued by concurrent callers are
         written in the same transaction (group commit)."""
         d: defer.Deferred = defer.Deferred()
-        self._queue.append((list(items), d))
+        items = list(items)
+        self.stage(items)
+        self._queue.append((items, d))
         if not self._draining:
             self._draining = True
             defer.ensureDeferred(self._drain())
@@ -161,13 +178,53 @@ class EventsStore:
         finally:
             self._draining = False
 
+    def stage(self, items: Iterable[PersistItem]) -> None:
+        """Make items pending before they are queued (a batch being built: its later events read
+        the earlier ones). :meth:`persist` stages what it queues; :meth:`unstage` drops items
+        that will not be queued."""
+        for item in items:
+            self._pending.setdefault(item.event.event_id, item)
+
+    def unstage(self, items: Iterable[PersistItem]) -> None:
+        for item in items:
+            if self._pending.get(item.event.event_id) is item:
+                del self._pending[item.event.event_id]
+
+    def _group_failed(self, group: list[PersistItem], d: defer.Deferred, error: Exception) -> None:
+        for item in group:
+            self._failed[item.event.event_id] = None
+        while len(self._failed) > FAILED_MEMORY:
+            del self._failed[next(iter(self._failed))]
+        self.unstage(group)
+        d.errback(error)
+
+    def _failed_dependency(self, group: list[PersistItem]) -> str | None:
+        if not self._failed:
+            return None
+        for item in group:
+            for cited in (*item.event.prev_event_ids, *item.event.auth_event_ids):
+                if cited in self._failed:
+                    return cited
+        return None
+
     async def _persist_batch(self, batch: list[tuple[list[PersistItem], defer.Deferred]]) -> None:
+        if self._failed:
+            kept = []
+            for group, d in batch:
+                cited = self._failed_dependency(group)
+                if cited is None:
+                    kept.append((group, d))
+                else:
+                    self._group_failed(group, d, DependencyFailed(f"cites {cited}, whose write failed"))
+            batch = kept
+            if not batch:
+                return
         items = [item for group, _ in batch for item in group]
         try:
             await self._write(items)
         except Exception as e:
             if len(batch) == 1:
-                batch[0][1].errback(e)
+                self._group_failed(batch[0][0], batch[0][1], e)
                 return
             # One bad group must not fail the others: write them one by one.
             logger.warning("batched persist of %d events failed (%s); retrying one by one", len(items), e)
@@ -286,6 +343,8 @@ class EventsStore:
         self.state.groups_written(item.new_groups)
         if item.new_room is not None:
             self._room_versions[ev.room_id] = ev.room_version
+        if self._pending.get(ev.event_id) is item:
+            del self._pending[ev.event_id]
 
     # --- reading events -----------------------------------------------------------------------
     async def get_events(self, event_ids: Iterable[str], *, allow_rejected: bool = False) -> dict[str, Event]:
@@ -295,7 +354,14 @@ class EventsStore:
         for eid in dict.fromkeys(event_ids):
             ev = self._events.get(eid)
             if ev is None:
-                missing.append(eid)
+                pending = self._pending.get(eid)
+                if pending is None:
+                    missing.append(eid)
+                elif pending.rejected_reason is None:
+                    out[eid] = pending.event
+                elif allow_rejected:
+                    out[eid] = Event(pending.event.pdu, pending.event.room_version, event_id=eid,
+                                     rejected_reason=pending.rejected_reason)
             else:
                 out[eid] = ev
         if missing:
@@ -363,7 +429,13 @@ class EventsStore:
         return out
 
     async def get_event_nids(self, event_ids: Iterable[str]) -> dict[str, int]:
-        return {eid: m.event_nid for eid, m in (await self.get_event_metas(event_ids)).items()}
+        """The nids of the known events among ``event_ids``, pending ones included."""
+        event_ids = list(event_ids)
+        out = {eid: self._pending[eid].event_nid for eid in event_ids if eid in self._pending}
+        rest = [eid for eid in event_ids if eid not in out]
+        if rest:
+            out.update((eid, m.event_nid) for eid, m in (await self.get_event_metas(rest)).items())
+        return out
 
     async def get_auth_chain_ids(self, event_ids: Sequence[str]) -> set[str]:
         """Every event reachable from ``event_ids`` over auth edges (the starts excluded unless
