@@ -170,13 +170,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config, strict=args.strict)
     if config is None:
         return 1
+    if config.app_service_config_files:  # checked before anything starts, like the config itself
+        from appservices.registration import load_registrations
+        try:
+            load_registrations(config.app_service_config_files, config.server_name)
+        except ConfigError as e:
+            _err(f"config error in {args.config}: {e}")
+            return 1
     from homeserver import app  # lazily: importing Twisted is not needed for the other commands
 
-    try:
-        app.run(config)
-    except ConfigError as e:  # e.g. an invalid application service registration file
-        _err(f"config error in {args.config}: {e}")
-        return 1
+    app.run(config)
     return 0
 
 

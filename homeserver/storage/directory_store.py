@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from .database import Txn
+from .search_store import clean_text
 
 
 @dataclass(frozen=True)
@@ -178,8 +179,8 @@ class DirectoryStore:
                    " WHERE r.current_state_group IS NOT NULL"
                    " AND (s.room_id IS NULL OR s.state_group IS NULL OR s.state_group <> r.current_state_group)")
             args: list = []
-            if only_public:
-                sql += " AND r.is_public = ?"
+            if only_public:  # published: in the server's list or in an appservice network's
+                sql += " AND (r.is_public = ? OR r.room_id IN (SELECT room_id FROM appservice_room_list))"
                 args.append(True)
             txn.execute(sql + " ORDER BY r.room_id", args)
             return [r[0] for r in txn.fetchall()]
@@ -197,6 +198,7 @@ class DirectoryStore:
                    stats.guest_access, stats.room_type, stats.encryption,
                    json.dumps(list(stats.allowed_room_ids)) if stats.allowed_room_ids else None,
                    int(joined), stats.search_text)
+            row = _storable(row)
             cols = _STATS_COLUMNS + ", search_text"
             updates = ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in cols.split(",")[1:])
             txn.execute(f"INSERT INTO room_stats ({cols}) VALUES ({','.join('?' * len(row))})"
@@ -285,7 +287,7 @@ class DirectoryStore:
             "INSERT INTO user_directory (user_id, display_name, avatar_url, search_text) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name,"
             " avatar_url = excluded.avatar_url, search_text = excluded.search_text",
-            [(u.user_id, u.display_name, u.avatar_url, _user_search_text(u)) for u in users])
+            [_storable((u.user_id, u.display_name, u.avatar_url, _user_search_text(u))) for u in users])
 
     async def upsert_directory_users(self, users: Sequence[DirectoryUser]) -> None:
         if users:
@@ -330,6 +332,12 @@ class DirectoryStore:
                         " ORDER BY a.room_id", (user_a, user_b))
             return [r[0] for r in txn.fetchall()]
         return await self.db.run("get_mutual_rooms", txn_fn, readonly=True)
+
+
+def _storable(row: tuple) -> tuple:
+    """Derived text (names, topics, display names from state events, which may hold U+0000 or
+    lone surrogates) made storable on both engines; IDs are valid and pass unchanged."""
+    return tuple(clean_text(v) if isinstance(v, str) else v for v in row)
 
 
 def _user_search_text(user: DirectoryUser) -> str:
