@@ -5,7 +5,8 @@
 * ``MembershipService.remote_join/remote_knock/remote_leave/remote_invite``;
 * ``AliasService.remote_resolver`` and ``ProfileService.remote_profile_fetcher``;
 * EDUs in and out and remote key queries (federation/handlers/edus.py);
-* ``PublicRoomListService.remote_lister`` and the media repository's remote fetcher.
+* ``PublicRoomListService.remote_lister``, the media repository's remote fetcher and
+  ``SpaceHierarchyService.remote_summaries``.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ..handlers.edus import FederationEduHandler
 from ..handlers.membership import FederationMembershipHandler
 from ..handlers.queries import FederationQueryHandler
 from ..handlers.remote_reads import FederationMediaFetcher, RemoteDirectory
+from ..handlers.spaces import FederationSpacesHandler
 from ..sender import FederationSender
 
 
@@ -41,3 +43,6 @@ def register_routes(hs, router) -> None:
     from homeserver.media.repository import MediaRepository
     hs.get(PublicRoomListService).remote_lister = hs.get(RemoteDirectory).list_rooms
     hs.get(MediaRepository).set_remote_fetcher(hs.get(FederationMediaFetcher))
+
+    from homeserver.directory.hierarchy import SpaceHierarchyService
+    hs.get(SpaceHierarchyService).remote_summaries = hs.get(FederationSpacesHandler).remote_summary

@@ -273,6 +273,15 @@ def test_reads_need_a_member_in_the_room(setup):
     assert status == 403, resp
 
 
+def test_timestamp_to_event_over_federation(setup):
+    status, resp = setup.evil.request(setup.node, "GET", f"/_matrix/federation/v1/timestamp_to_event/"
+                                      f"{q(setup.room_id)}?ts=0&dir=f")
+    assert status == 200 and resp["event_id"] == setup.state[("m.room.create", "")], resp
+    status, resp = setup.evil.request(setup.node, "GET", f"/_matrix/federation/v1/timestamp_to_event/"
+                                      f"{q(setup.room_id)}?ts=0&dir=sideways")
+    assert status == 400, resp
+
+
 def test_unknown_room_version_in_an_invite_is_refused(setup):
     pdu = setup.event("m.room.member", {"membership": "invite"}, state_key=setup.alice[0])
     eid = setup.event_id(pdu)

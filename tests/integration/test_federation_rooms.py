@@ -405,3 +405,21 @@ def test_restricted_join_is_authorised_by_the_resident_server(nodes, users):
     assert status == 200, (resp, a.log()[-3000:])
     member = state_content(b, dan[1], restricted, "m.room.member", dan[0])
     assert member["membership"] == "join" and member["join_authorised_via_users_server"] == alice[0]
+
+
+def test_space_hierarchy_shows_children_only_the_other_server_knows(nodes, users):
+    a, b = nodes
+    alice, bob = users["alice"], users["bob"]
+    _, resp = api(a.base_url, "POST", "/_matrix/client/v3/createRoom", alice[1],
+                  {"preset": "public_chat", "name": "Child"})
+    child = resp["room_id"]
+    _, resp = api(a.base_url, "POST", "/_matrix/client/v3/createRoom", alice[1], {
+        "preset": "public_chat", "name": "Space", "creation_content": {"type": "m.space"},
+        "initial_state": [{"type": "m.space.child", "state_key": child, "content": {"via": [a.name]}}]})
+    space = resp["room_id"]
+    assert api(b.base_url, "POST", f"/_matrix/client/v3/join/{q(space)}", bob[1],
+               params={"server_name": a.name})[0] == 200
+    status, resp = api(b.base_url, "GET", f"/_matrix/client/v1/rooms/{q(space)}/hierarchy", bob[1])
+    assert status == 200, resp
+    rooms = {r["room_id"]: r for r in resp["rooms"]}
+    assert space in rooms and child in rooms and rooms[child].get("name") == "Child", resp
