@@ -19,7 +19,7 @@ import re
 from typing import Any, Awaitable, Callable
 
 from homeserver.http.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
-from homeserver.protocol.ids import get_domain
+from homeserver.protocol.ids import get_domain, is_valid_user_id
 from homeserver.storage.user_data_store import UserDataStore
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,10 @@ class ProfileService:
             return False
 
     async def get_profile(self, user_id: str) -> dict:
-        """Every field; 404 M_NOT_FOUND for unknown users (and remote ones without a fetcher)."""
+        """Every field; 404 M_NOT_FOUND for unknown users (and remote ones without a fetcher),
+        400 M_INVALID_PARAM for a string that is not a user ID (appendices.md "User Identifiers")."""
+        if not is_valid_user_id(user_id):
+            raise invalid_param("Invalid user ID")
         if not self.is_mine(user_id):
             profile = await self.remote_profile_fetcher(user_id) if self.remote_profile_fetcher else None
         else:
