@@ -75,6 +75,8 @@ def _check_event_filter(obj: Any, path: str, room_event: bool) -> None:
             raise _bad(f"{path}.limit", "must be an integer")
         if limit <= 0:
             raise _invalid(f"{path}.limit", "must be greater than 0")
+        if limit > 2**53 - 1:  # the integer range of appendices.md "Canonical JSON"
+            raise _invalid(f"{path}.limit", "is too large")
     _check_str_list(obj, "types", path)
     _check_str_list(obj, "not_types", path)
     _check_str_list(obj, "senders", path, "@")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from homeserver.accounts.auth import AuthService
 from homeserver.api.client.sync import parse_bool, parse_int, parse_since
 from homeserver.client.filtering import SyncFilter
+from homeserver.http.errors import invalid_param
 from homeserver.sync import legacy
 from homeserver.sync.service import SyncService
 
@@ -28,6 +29,8 @@ def register_routes(hs, router) -> None:
         current state (left rooms too with ``archived=true``)."""
         requester = await auth.get_requester(request, allow_guest=True)
         limit = parse_int(request, "limit", 10)
+        if limit > 2**53 - 1:  # the integer range of appendices.md "Canonical JSON"
+            raise invalid_param("Query parameter 'limit' is too large")
         archived = parse_bool(request, "archived")
         response = await sync.sync(requester, legacy.legacy_filter(limit, archived), None, use_state_after=True)
         return 200, legacy.initial_sync_body(response)

@@ -46,6 +46,8 @@ def register_routes(hs, router) -> None:
             ts = int(ts_arg)
         except ValueError:
             raise invalid_param("'ts' must be an integer") from None
+        if abs(ts) > 2**53 - 1:  # the integer range of appendices.md "Canonical JSON"
+            raise invalid_param("'ts' is out of range")
         if direction not in ("f", "b"):
             raise invalid_param("'dir' must be 'f' or 'b'")
         event_id, origin_ts = await rooms.timestamp_to_event(requester, roomId, ts, direction)
