@@ -23,6 +23,7 @@ from .stats import RoomStatsService
 
 DEFAULT_SEARCH_LIMIT = 10
 MAX_SEARCH_LIMIT = 100
+MAX_SEARCH_TERM = 1000
 #: Rooms per page of /mutual_rooms.
 MUTUAL_ROOMS_BATCH = 100
 
@@ -55,6 +56,8 @@ class UserDirectoryService:
             raise missing_param("Missing search_term")
         if not isinstance(search_term, str):
             raise invalid_param("search_term must be a string")
+        if len(search_term) > MAX_SEARCH_TERM:  # SQLite refuses LIKE patterns over 50 000 bytes
+            raise invalid_param(f"search_term is longer than {MAX_SEARCH_TERM} characters")
         if limit is None:
             limit = DEFAULT_SEARCH_LIMIT
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
