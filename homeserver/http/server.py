@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
 from urllib.parse import parse_qs
@@ -15,6 +16,8 @@ from urllib.parse import parse_qs
 from twisted.internet import defer
 from twisted.web import server
 from twisted.web.resource import Resource
+
+from homeserver.storage.database import UnstorableText
 
 from .errors import MatrixError, bad_json, not_json, too_large, unrecognized
 from .router import Router
@@ -42,6 +45,19 @@ class RawResponse:
 
 def encode_json(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+# A \uD800-\uDFFF escape: JSON admits lone surrogates, UTF-8 (and so canonical JSON,
+# appendices.md "Canonical JSON") cannot carry them.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _reject_constant(name: str):
@@ -96,6 +112,8 @@ class HttpRequest:
                 raise not_json()
             if not isinstance(value, dict):
                 raise bad_json("Request body must be a JSON object")
+            if _SURROGATE_ESCAPE.search(body) and not _encodable(value):
+                raise bad_json("Strings must not contain lone surrogates")
             self._json = value
         return self._json
 
@@ -171,7 +189,13 @@ class MatrixResource(Resource):
                 if match.allowed_methods:
                     raise unrecognized(405, "Method not allowed")
                 raise unrecognized(404, "Unrecognized request")
+            # No identifier, type or key of the API may contain U+0000 (appendices.md "Common
+            # Identifier Format"), and PostgreSQL text cannot hold it: refuse it at the door.
+            if any("\x00" in v for v in match.params.values()):
+                raise MatrixError(400, "M_INVALID_PARAM", "Path parameters must not contain NUL")
             hreq = HttpRequest(request, method, raw_path, self.max_json_size)
+            if any("\x00" in k or any("\x00" in v for v in vs) for k, vs in hreq.query.items()):
+                raise MatrixError(400, "M_INVALID_PARAM", "Query parameters must not contain NUL")
             result = await match.route.handler(hreq, **match.params)
             if isinstance(result, RawResponse):
                 for k, v in result.headers.items():
@@ -183,6 +207,9 @@ class MatrixResource(Resource):
             for k, v in e.headers.items():
                 request.setHeader(k, v)
             return self._respond(request, e.code, encode_json(e.to_json()), "application/json")
+        except UnstorableText:
+            body = encode_json({"errcode": "M_INVALID_PARAM", "error": "Text must not contain U+0000 or lone surrogates"})
+            return self._respond(request, 400, body, "application/json")
         except defer.CancelledError:
             return  # client went away
         except Exception:

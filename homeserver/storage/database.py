@@ -20,6 +20,15 @@ from .engines import PostgresEngine, SqliteEngine
 logger = logging.getLogger(__name__)
 
 
+class UnstorableText(ValueError):
+    """A text argument the engine cannot store: U+0000 (PostgreSQL text refuses it) or a lone
+    surrogate (not encodable as UTF-8). The HTTP layer answers it with 400 M_INVALID_PARAM."""
+
+
+def _is_unstorable(e: Exception) -> bool:
+    return isinstance(e, UnicodeEncodeError) or (isinstance(e, ValueError) and "NUL (0x00)" in str(e))
+
+
 class Txn:
     """A cursor inside one transaction; SQL is written with ``?`` placeholders."""
 
@@ -36,13 +45,23 @@ class Txn:
         return self._engine.name
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> "Txn":
-        self._cursor.execute(self._engine.convert_sql(sql), tuple(args))
+        try:
+            self._cursor.execute(self._engine.convert_sql(sql), tuple(args))
+        except (ValueError, UnicodeEncodeError) as e:
+            if _is_unstorable(e):
+                raise UnstorableText(str(e)) from e
+            raise
         return self
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> "Txn":
         rows = [tuple(r) for r in rows]
         if rows:
-            self._cursor.executemany(self._engine.convert_sql(sql), rows)
+            try:
+                self._cursor.executemany(self._engine.convert_sql(sql), rows)
+            except (ValueError, UnicodeEncodeError) as e:
+                if _is_unstorable(e):
+                    raise UnstorableText(str(e)) from e
+                raise
         return self
 
     def fetchone(self) -> tuple | None:
