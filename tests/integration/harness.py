@@ -130,6 +130,33 @@ def start_server(data_dir: str, engine: str = "sqlite", overrides: dict | None =
         time.sleep(0.1)
 
 
+def kill_and_restart(server: UzelServer, proc: subprocess.Popen) -> subprocess.Popen:
+    """Crash the server (SIGKILL to its PID, no shutdown code runs) and start it again with the
+    same config, database and port; the log is appended to. Returns the new process (``server.pid``
+    is updated)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+    log = open(server.log_path, "ab")
+    new = subprocess.Popen([sys.executable, "-m", "homeserver.cli", "run", "--config", server.config_path],
+                           cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    server.pid = new.pid
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if new.poll() is not None:
+            raise RuntimeError(f"uzel exited with {new.returncode} on restart:\n{server.log()[-4000:]}")
+        try:
+            if requests.get(server.base_url + "/_matrix/client/versions", timeout=2).status_code == 200:
+                return new
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            stop_server(new)
+            raise RuntimeError(f"uzel did not answer within {START_TIMEOUT_S}s after restart:\n{server.log()[-4000:]}")
+        time.sleep(0.05)
+
+
 def stop_server(proc: subprocess.Popen) -> None:
     """Stop the process we started (by its PID): SIGTERM, then SIGKILL after 10 s."""
     if proc.poll() is None:
