@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
+import time
 import uuid
 
 import pytest
+import requests
 from signedjson.key import generate_signing_key
 from unpaddedbase64 import encode_base64
 
@@ -74,6 +77,49 @@ def test_a_sent_message_survives_kill_9_and_its_txn_id_stays_idempotent(uzel):
     assert bodies == ["survive the crash"]
 
 
+def test_every_acknowledged_send_of_a_burst_survives_a_kill_9_mid_burst(uzel):
+    """Sends run on two threads; the server is killed while they are in flight. Every send that
+    got its 200 before the kill is there after the restart (unacknowledged ones may or may not be)."""
+    _, token, _ = _user(uzel)
+    room = _room(uzel, token)
+    acked: dict[str, str] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def sender(worker: int) -> None:
+        session = requests.Session()
+        for i in range(10_000):
+            if stop.is_set():
+                return
+            txn = f"burst-{worker}-{i}"
+            try:
+                resp = session.put(f"{uzel.base}{V3}/rooms/{room}/send/m.room.message/{txn}",
+                                   json={"msgtype": "m.text", "body": txn},
+                                   headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            except requests.RequestException:
+                return
+            if resp.status_code == 200:
+                with lock:
+                    acked[txn] = resp.json()["event_id"]
+
+    threads = [threading.Thread(target=sender, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(acked) < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with lock:
+        before_kill = dict(acked)  # everything acknowledged up to this instant
+    uzel.crash_and_restart()
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(before_kill) >= 10
+    for txn, event_id in before_kill.items():
+        status, event = api(uzel.base, "GET", f"{V3}/rooms/{room}/event/{event_id}", token)
+        assert status == 200 and event["content"]["body"] == txn, (txn, status, event)
+
+
 def test_a_state_change_survives_kill_9(uzel):
     _, token, _ = _user(uzel)
     room = _room(uzel, token)
@@ -126,7 +172,6 @@ def test_uploaded_media_survives_kill_9(uzel):
     assert status == 200, up
     uzel.crash_and_restart()
     server_name, media_id = up["content_uri"][len("mxc://"):].split("/")
-    import requests
     resp = requests.get(f"{uzel.base}/_matrix/client/v1/media/download/{server_name}/{media_id}",
                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
     assert resp.status_code == 200
