@@ -2,7 +2,8 @@
 Application Service API"): transactions, user and alias queries, third-party look-ups, ping.
 
 Every request carries ``Authorization: Bearer <hs_token>`` ("Authorisation", v1.4). A 404, 405
-or 501 from a ``/_matrix/app/v1`` path is retried once on the legacy path ("Legacy routes").
+or 501 that says the route is unknown (not a query's plain "not found") from a
+``/_matrix/app/v1`` path is retried once on the legacy path ("Legacy routes").
 The service's URL comes from the homeserver admin's registration file, so it is trusted: no
 IP-range blacklist applies (loopback bridges are the common case).
 """
@@ -28,7 +29,6 @@ TXN_TIMEOUT_S = 60.0
 QUERY_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 10.0
 MAX_RESPONSE_SIZE = 4 * 1024 * 1024
-_FALLBACK_STATUSES = (404, 405, 501)
 
 
 class AppServiceUnreachable(Exception):
@@ -74,9 +74,10 @@ class AppServiceClient:
     async def request(self, service: AppService, method: str, path: str, *, args: Mapping[str, Any] | None = None,
                       body: bytes | None = None, timeout_s: float = QUERY_TIMEOUT_S,
                       legacy_path: str | None = None) -> AppServiceResponse:
-        """``method`` ``service.url + path``; on 404/405/501 and a ``legacy_path``, that path once."""
+        """``method`` ``service.url + path``; when the service does not know the route and there is a
+        ``legacy_path``, that path once."""
         resp = await self._request_once(service, method, path, args, body, timeout_s)
-        if legacy_path is not None and resp.code in _FALLBACK_STATUSES:
+        if legacy_path is not None and _route_unknown(resp):
             legacy = await self._request_once(service, method, legacy_path, args, body, timeout_s)
             if legacy.ok:
                 return legacy
@@ -173,6 +174,17 @@ class AppServiceClient:
         resp = await self.request(service, "POST", "/_matrix/app/v1/ping", body=json.dumps(body).encode("utf-8"),
                                   timeout_s=QUERY_TIMEOUT_S)
         return resp, int((time.monotonic() - start) * 1000)
+
+
+def _route_unknown(resp: AppServiceResponse) -> bool:
+    """405/501, or a 404 that is not a JSON answer of the API itself (a query's "no such user"
+    is a 404 with a JSON object; an unknown route is M_UNRECOGNIZED or not JSON)."""
+    if resp.code in (405, 501):
+        return True
+    if resp.code != 404:
+        return False
+    body = resp.json()
+    return not isinstance(body, dict) or body.get("errcode") == "M_UNRECOGNIZED"
 
 
 def _describe(e: Exception) -> str:
