@@ -50,6 +50,9 @@ class ReceiptsService:
         self.events = hs.get(RoomEventService)
         self.account_data = hs.get(AccountDataService)
         self.on_local_receipt: list[Callable] = []
+        #: ``fn(room_id, user_id)`` after a local m.read or m.read.private receipt changed (it may
+        #: have cleared notifications: homeserver/push/pusher_pool.py sends badge updates).
+        self.on_read_receipt: list[Callable] = []
 
     def current_token(self) -> int:
         return self.store.receipt_ids.current_token()
@@ -93,6 +96,11 @@ class ReceiptsService:
             return
         # The room's members see the receipt; the user's own syncs also see their counts change.
         self.hs.get(Notifier).notify(STREAM, self.current_token(), rooms=[room_id], users=[user_id])
+        for read_hook in list(self.on_read_receipt):
+            try:
+                read_hook(room_id, user_id)
+            except Exception:
+                logger.exception("read receipt hook failed")
         if receipt_type == READ:
             full = dict(data, thread_id=thread_id) if thread_id else data
             for hook in list(self.on_local_receipt):

@@ -63,6 +63,9 @@ class NotificationCounter:
         self.receipts = hs.get(ReceiptsStore)
         self.push_rules = hs.get(PushRulesService)
         self._contexts: dict[str, tuple[Mapping, _RoomContext]] = {}
+        #: ``fn(txn, rows: list[PushActionRow], now_ms)`` run inside the persist transaction after
+        #: the push actions are written (homeserver/push/pusher_pool.py: history, pusher wake-up).
+        self.on_push_actions: list = []
         self.events.persist_hooks.append(self.actions_for_event)
 
     def _is_local(self, user_id: str) -> bool:
@@ -125,6 +128,8 @@ class NotificationCounter:
             rows = [PushActionRow(u, event.room_id, item.stream_ordering, event.event_id, thread, hl, actions)
                     for u, actions, hl in found]
             ReceiptsStore.add_push_actions_txn(txn, rows, now)
+            for hook in list(self.on_push_actions):
+                hook(txn, rows, now)
         return write
 
     async def get_counts(self, user_id: str) -> dict[str, dict[str, tuple[int, int]]]:
