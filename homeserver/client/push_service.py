@@ -5,10 +5,9 @@ Events", "Client behaviour"), data/api/client-server/pushrules.yaml and pusher.y
 parts (default rules, merging, validation, evaluation) are in :mod:`homeserver.client.push_rules`.
 
 Push rule changes are written on the account-data stream (clients receive ``m.push_rules``
-global account data). Pushers are stored only: delivery to push gateways
-(push-gateway-api ``/_matrix/push/v1/notify``) is not implemented yet; the delivery code will
-read :meth:`UserDataStore.get_pushers` and call :func:`push_rules.evaluate` with
-:meth:`PushRulesService.get_ruleset`.
+global account data). Pushers are stored here; delivery to push gateways
+(push-gateway-api ``/_matrix/push/v1/notify``) is homeserver/push/pusher_pool.py and
+http_pusher.py, which read :meth:`UserDataStore.get_pushers`.
 """
 from __future__ import annotations
 
@@ -127,7 +126,7 @@ class PushRulesService:
 
 
 class PusherService:
-    """pusher.yaml: GET /pushers and POST /pushers/set (stored; gateway delivery comes later)."""
+    """pusher.yaml: GET /pushers and POST /pushers/set (delivery: homeserver/push/pusher_pool.py)."""
 
     def __init__(self, hs):
         self.hs = hs

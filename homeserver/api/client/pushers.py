@@ -1,5 +1,5 @@
-"""Pushers (client-server-api/modules/push.md "Client behaviour", pusher.yaml). Pushers are
-stored; delivery to push gateways is not implemented yet."""
+"""Pushers (client-server-api/modules/push.md "Client behaviour", pusher.yaml). Delivery to push
+gateways is homeserver/push/pusher_pool.py."""
 from __future__ import annotations
 
 from homeserver.accounts.auth import AuthService
