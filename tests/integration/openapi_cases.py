@@ -31,7 +31,9 @@ from urllib.parse import quote
 
 import yaml
 
-CS_API_DIR = "/work/shared/matrix-spec/data/api/client-server"
+from tests.spec_paths import SPEC_DIR
+
+CS_API_DIR = str(SPEC_DIR / "data/api/client-server")
 TWO_MB = 2 * 1024 * 1024
 
 # JSON types, and one value of each for wrong-type cases.

@@ -8,7 +8,6 @@ is present, a test confirms the embedded copies still match it.
 """
 import copy
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -25,9 +24,9 @@ from homeserver.protocol.ids import is_valid_event_id, is_valid_room_id, is_vali
 from homeserver.protocol.redaction import redact
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, EventFormat
 from homeserver.protocol.signing import generate_signing_key, sign_event
+from tests.spec_paths import SPEC_DIR
 
-SPEC_EXAMPLES_DIR = Path(os.environ.get("UZEL_MATRIX_SPEC", "/work/shared/matrix-spec")) / \
-    "data/api/server-server/examples"
+SPEC_EXAMPLES_DIR = SPEC_DIR / "data/api/server-server/examples"
 
 _BASE = {
     "room_id": "!UcYsUzyxTGDxLBEvLy:example.org",
