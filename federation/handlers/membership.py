@@ -348,7 +348,7 @@ class FederationMembershipHandler:
             raise last
         if last is not None and hasattr(last, "code"):
             raise _remote_error(last)
-        raise MatrixError(404, "M_NOT_FOUND", f"No server could help with the {membership}: {last}")
+        raise MatrixError(404, "M_NOT_FOUND", f"No known servers could help with the {membership}: {last}")
 
     def _sign_template(self, template: dict, rv: RoomVersion, content: dict) -> Event:
         pdu = {k: v for k, v in template.items() if k not in ("signatures", "hashes", "unsigned", "event_id")}

@@ -188,6 +188,7 @@ class MembershipService:
                 if domain != self.hs.hostname and domain not in servers:
                     servers = servers + [domain]
             servers = servers + await self._inviting_servers(room_id, requester.user_id)
+            servers = servers + await self._resident_servers(room_id)
             servers = [s for s in dict.fromkeys(servers) if s != self.hs.hostname]
             seam = self.remote_join if action == "join" else self.remote_knock
             if seam is None or not servers:
@@ -224,6 +225,16 @@ class MembershipService:
             return True  # others are (as far as we know) still there
         create = await self.events.get_current_state_event(room_id, "m.room.create")
         return create is not None and not self.is_mine(create.sender)
+
+    async def _resident_servers(self, room_id: str) -> list[str]:
+        """Servers of the joined members in our (possibly stale) copy of a room we left."""
+        out = []
+        for member in await self.events.get_joined_members(room_id):
+            try:
+                out.append(ids.get_domain(member))
+            except ValueError:
+                continue
+        return sorted(set(out))
 
     async def _inviting_servers(self, room_id: str, user_id: str) -> list[str]:
         """The server of whoever invited the user (an out-of-band invite to a room we are not
