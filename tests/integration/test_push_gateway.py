@@ -330,8 +330,8 @@ def test_failing_gateway_is_retried_with_exponential_backoff(hs, gateway):
     attempts = gateway.for_pushkey(key)
     assert [n["event_id"] for _, n in attempts] == [event_id] * 3
     gaps = [attempts[i + 1][0] - attempts[i][0] for i in range(2)]
-    assert 0.8 <= gaps[0] < 1.8, gaps  # 1 s, then 2 s
-    assert 1.8 <= gaps[1] < 3.5, gaps
+    assert 0.9 <= gaps[0] < 2.5, gaps  # 1 s, then 2 s (upper bounds leave room for a busy machine)
+    assert 1.9 <= gaps[1] < 5.0 and gaps[1] > 1.4 * gaps[0], gaps
 
 
 def test_rejected_pushkey_removes_the_pusher(hs, gateway):
