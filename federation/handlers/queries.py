@@ -63,7 +63,8 @@ class FederationQueryHandler:
                 return None
             raise MatrixError(502, "M_UNKNOWN", f"{server} could not resolve the alias: {e.msg}") from None
         except FederationUnreachable as e:
-            raise MatrixError(502, "M_UNKNOWN", f"{server} is unreachable: {e.reason}") from None
+            logger.info("alias %s: %s unreachable (%s)", alias, server, e.reason)
+            return None  # nobody to ask: unknown, as for a 404 (Synapse also answers 404 then)
         room_id, servers = resp.get("room_id"), resp.get("servers")
         if not isinstance(room_id, str) or not ids.is_valid_room_id(room_id):
             return None
