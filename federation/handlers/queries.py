@@ -64,7 +64,7 @@ class FederationQueryHandler:
             raise MatrixError(502, "M_UNKNOWN", f"{server} could not resolve the alias: {e.msg}") from None
         except FederationUnreachable as e:
             logger.info("alias %s: %s unreachable (%s)", alias, server, e.reason)
-            return None  # nobody to ask: unknown, as for a 404 (Synapse also answers 404 then)
+            return None  # nobody to ask: treated as unknown (404)
         room_id, servers = resp.get("room_id"), resp.get("servers")
         if not isinstance(room_id, str) or not ids.is_valid_room_id(room_id):
             return None
