@@ -58,9 +58,12 @@ def _apply(txn: Txn, engine, migrations) -> list[int]:
         raise SchemaTooNewError(
             f"the database is at schema version {current}, newer than this uzel ({newest}); "
             "run a newer uzel or restore a backup")
+    # Each area numbers its files in its own range, so a file can arrive below versions a database
+    # already has: every version not recorded yet is applied, in order.
+    done = {r[0] for r in txn.execute("SELECT version FROM schema_version").fetchall()}
     applied = []
     for version, name, path in migrations:
-        if version <= current:
+        if version in done:
             continue
         with open(path, encoding="utf-8") as f:
             sql = engine.convert_schema(f.read())

@@ -248,3 +248,25 @@ async def test_outliers_of_a_remote_room_are_indexed_in_their_batch(hs):
     await assert_index_agrees_with_walk(hs, room_id, [state, other, after_join])
     assert await hs.get(RoomStateService).resolve(rv, [after_join, other]) == \
         state_res.resolve_state(rv, [after_join, other], events.get)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_database_from_before_the_index_gets_the_tables_and_a_backfill(hs):
+    """A database at a later schema version than 0012 that never had it (areas number their
+    migrations in their own ranges): the migration is applied at start-up, then the backfill
+    indexes the rooms stored before it."""
+    from homeserver.storage.migrations import prepare_database
+    room_id, rv, points, _ = await forked_room(hs, "10")
+    events = await room_events(hs, room_id)
+    before = await hs.get(AuthChainStore).get_positions(events)
+
+    def downgrade(txn):
+        for table in ("event_auth_chains", "event_auth_chain_links", "event_auth_chain_keys",
+                      "event_auth_chain_backfill"):
+            txn.execute(f"DROP TABLE {table}")
+        txn.execute("DELETE FROM schema_version WHERE version = 12")
+    await hs.db.run("downgrade", downgrade)
+    assert prepare_database(hs.db) == [12]
+    fresh = restarted(hs)
+    assert await fresh.get(AuthChainStore).backfill() == len(before)
+    await assert_index_agrees_with_walk(fresh, room_id, await states_at(fresh, points))
