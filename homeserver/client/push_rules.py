@@ -3,9 +3,10 @@ bodies, and the evaluator (pure, no I/O).
 
 Source: client-server-api/modules/push.md "Push Rules", "Conditions", "Predefined Rules"
 (v1.17: the legacy body-mention rules are gone), appendices "Glob-style matching" and
-"Dot-separated property paths". The notification pipeline calls :func:`evaluate` once per local
-recipient of each event; the push-rules endpoints use :func:`merge_ruleset` and
-:func:`validate_rule`.
+"Dot-separated property paths". The notification pipeline compiles each user's ruleset once
+(:class:`CompiledRuleset`) and evaluates an event for all its local recipients with one shared
+:class:`EventFacts`; :func:`evaluate` is the one-off form. The push-rules endpoints use
+:func:`merge_ruleset` and :func:`validate_rule`.
 
 A ruleset here is the client-format object of push_ruleset.yaml: ``{"override": [...],
 "content": [...], "room": [...], "sender": [...], "underride": [...]}``, each list in priority
@@ -14,7 +15,9 @@ order, each rule ``{"rule_id", "default", "enabled", "actions", ["conditions" | 
 from __future__ import annotations
 
 import copy
+import operator
 import re
+from collections.abc import Mapping as _AbcMapping
 from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
@@ -276,16 +279,6 @@ def glob_matches(pattern: str, value: str, *, word_boundary: bool = False) -> bo
 _MISSING = object()
 
 
-def lookup_path(event: Mapping, key: str) -> Any:
-    """The value at a dot-separated path of the event, or ``_MISSING``."""
-    value: Any = event
-    for part in split_dotted_path(key):
-        if not isinstance(value, Mapping) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
-
-
 def _is_simple(value: Any) -> bool:
     """A non-compound canonical-JSON value: str, bool, None, or an int within ±(2**53 - 1)."""
     if value is None or isinstance(value, (str, bool)):
@@ -347,82 +340,225 @@ def notification_level(power_levels: Mapping | None, key: str) -> int | float:
     return 50
 
 
-class _Context:
-    __slots__ = ("event", "member_count", "user_id", "display_name", "power_levels", "sender_level")
+class EventFacts:
+    """One event as the push rules see it, shared by the evaluations of all its recipients.
 
-    def __init__(self, event, member_count, user_id, display_name, power_levels, sender_level):
+    Property lookups and condition outcomes are memoised by the condition's *value* (kind, key,
+    pattern or value): every input of a condition except the recipient's display name is the
+    same for all recipients (the user ID enters rules only as a literal of their personalised
+    conditions), so a room of N members with the default rules evaluates each distinct
+    condition once, not N times."""
+
+    __slots__ = ("event", "member_count", "power_levels", "sender_level", "_paths", "memo")
+
+    def __init__(self, event: Mapping, member_count: int, power_levels: Mapping | None,
+                 sender_level: int | float | None = None):
         self.event = event
         self.member_count = member_count
-        self.user_id = user_id
-        self.display_name = display_name
         self.power_levels = power_levels
         self.sender_level = sender_level
+        self._paths: dict[str, Any] = {}
+        self.memo: dict[tuple, bool] = {}
+
+    def lookup(self, key: str) -> Any:
+        """The value at a dot-separated path of the event, or ``_MISSING``."""
+        try:
+            return self._paths[key]
+        except KeyError:
+            value = self._paths[key] = lookup_path(self.event, key)
+            return value
 
 
-def condition_matches(cond: Mapping, ctx: _Context) -> bool:
-    """One condition of push.md "Conditions"; unknown kinds and malformed parameters never match."""
+def lookup_path(event: Mapping, key: str) -> Any:
+    """The value at a dot-separated path of the event, or ``_MISSING``."""
+    value: Any = event
+    for part in _split_path(key):
+        if not (type(value) is dict or isinstance(value, _AbcMapping)) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+@lru_cache(maxsize=4096)
+def _split_path(key: str) -> tuple[str, ...]:
+    return tuple(split_dotted_path(key))
+
+
+@lru_cache(maxsize=4096)
+def _name_regex(name: str) -> re.Pattern:
+    return re.compile(_WORD_BEFORE + re.escape(name) + _WORD_AFTER, re.IGNORECASE)
+
+
+def _never(facts: EventFacts, display_name: str | None) -> bool:
+    return False
+
+
+def _memoised(memo_key: tuple, test):
+    """A condition predicate whose outcome is computed once per event (see EventFacts)."""
+    def predicate(facts: EventFacts, display_name: str | None) -> bool:
+        result = facts.memo.get(memo_key)
+        if result is None:
+            result = facts.memo[memo_key] = bool(test(facts))
+        return result
+    return predicate
+
+
+def _typed(value: Any) -> tuple:
+    """A memo key part that keeps ``true`` apart from ``1`` (exact_equal does not cast)."""
+    return (type(value).__name__, value)
+
+
+def compile_condition(cond: Mapping):
+    """One condition of push.md "Conditions" as ``predicate(facts, display_name) -> bool``;
+    unknown kinds and malformed parameters never match."""
     kind = cond.get("kind")
-    event = ctx.event
     if kind == "event_match":
         key, pattern = cond.get("key"), cond.get("pattern")
         if not isinstance(key, str) or not isinstance(pattern, str):
-            return False
-        value = lookup_path(event, key)
-        if not isinstance(value, str):
-            return False
-        return glob_matches(pattern, value, word_boundary=(key == "content.body"))
-    if kind == "event_property_is":
+            return _never
+        word_boundary = key == "content.body"
+        regex = _glob_regex(pattern, word_boundary)
+        match = regex.search if word_boundary else regex.fullmatch
+
+        def event_match(facts: EventFacts) -> bool:
+            value = facts.lookup(key)
+            return isinstance(value, str) and match(value) is not None
+        return _memoised(("event_match", key, pattern), event_match)
+    if kind in ("event_property_is", "event_property_contains"):
         key = cond.get("key")
-        if not isinstance(key, str) or "value" not in cond:
-            return False
-        value = lookup_path(event, key)
-        return value is not _MISSING and exact_equal(value, cond["value"])
-    if kind == "event_property_contains":
-        key = cond.get("key")
-        if not isinstance(key, str) or "value" not in cond:
-            return False
-        value = lookup_path(event, key)
-        if not isinstance(value, list):
-            return False
-        return any(exact_equal(item, cond["value"]) for item in value)
+        if not isinstance(key, str) or "value" not in cond or not _is_simple(cond["value"]):
+            return _never  # exact_equal never holds for a compound value
+        wanted = cond["value"]
+        if kind == "event_property_is":
+            def property_is(facts: EventFacts) -> bool:
+                value = facts.lookup(key)
+                return value is not _MISSING and exact_equal(value, wanted)
+            return _memoised((kind, key, _typed(wanted)), property_is)
+
+        def property_contains(facts: EventFacts) -> bool:
+            value = facts.lookup(key)
+            return isinstance(value, list) and any(exact_equal(item, wanted) for item in value)
+        return _memoised((kind, key, _typed(wanted)), property_contains)
     if kind == "contains_display_name":
-        name = ctx.display_name
-        body = lookup_path(event, "content.body")
-        if not name or not isinstance(body, str):
-            return False
-        regex = re.compile(_WORD_BEFORE + re.escape(name) + _WORD_AFTER, re.IGNORECASE)
-        return regex.search(body) is not None
+        def contains_display_name(facts: EventFacts, display_name: str | None) -> bool:
+            if not display_name:
+                return False
+            memo_key = ("contains_display_name", display_name)
+            result = facts.memo.get(memo_key)
+            if result is None:
+                body = facts.lookup("content.body")
+                result = facts.memo[memo_key] = isinstance(body, str) and \
+                    _name_regex(display_name).search(body) is not None
+            return result
+        return contains_display_name
     if kind == "room_member_count":
-        return member_count_matches(cond.get("is"), ctx.member_count)
+        spec = cond.get("is")
+        m = _MEMBER_COUNT.fullmatch(spec) if isinstance(spec, str) else None
+        if not m:
+            return _never
+        op, n = m.group(1) or "==", int(m.group(2))
+        compare = {"==": operator.eq, "<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}[op]
+        return lambda facts, display_name: compare(facts.member_count, n)
     if kind == "sender_notification_permission":
         key = cond.get("key")
         if not isinstance(key, str):
-            return False
-        level = ctx.sender_level
-        if level is None:
-            level = sender_power_level(ctx.power_levels, event.get("sender", ""))
-        return level >= notification_level(ctx.power_levels, key)
-    return False
+            return _never
+
+        def permitted(facts: EventFacts) -> bool:
+            level = facts.sender_level
+            if level is None:
+                level = sender_power_level(facts.power_levels, facts.event.get("sender", ""))
+            return level >= notification_level(facts.power_levels, key)
+        return _memoised(("sender_notification_permission", key), permitted)
+    return _never
 
 
-def rule_matches(kind: str, rule: Mapping, ctx: _Context) -> bool:
-    """Whether an enabled rule matches: explicit conditions for override/underride, the implied
-    ones for content (pattern on content.body), room (room_id) and sender (sender)."""
+def compile_rule(kind: str, rule: Mapping):
+    """Whether an enabled rule matches, as ``predicate(facts, display_name)``, or None for a rule
+    that never matches (disabled, malformed): explicit conditions for override/underride, the
+    implied ones for content (pattern on content.body), room (room_id) and sender (sender)."""
     if not rule.get("enabled", True):
-        return False
-    event = ctx.event
+        return None
     if kind in ("override", "underride"):
         conditions = rule.get("conditions") or []
-        return all(isinstance(c, Mapping) and condition_matches(c, ctx) for c in conditions)
+        if not all(type(c) is dict or isinstance(c, _AbcMapping) for c in conditions):
+            return None
+        predicates = tuple(compile_condition(c) for c in conditions)
+        if _never in predicates:
+            return None
+        if not predicates:
+            return lambda facts, display_name: True
+        if len(predicates) == 1:
+            return predicates[0]
+
+        def all_of(facts: EventFacts, display_name: str | None) -> bool:
+            for p in predicates:
+                if not p(facts, display_name):
+                    return False
+            return True
+        return all_of
     if kind == "content":
         pattern = rule.get("pattern")
-        body = lookup_path(event, "content.body")
-        return isinstance(pattern, str) and isinstance(body, str) and glob_matches(pattern, body, word_boundary=True)
-    if kind == "room":
-        return event.get("room_id") == rule.get("rule_id")
-    if kind == "sender":
-        return event.get("sender") == rule.get("rule_id")
-    return False
+        if not isinstance(pattern, str):
+            return None
+        return compile_condition({"kind": "event_match", "key": "content.body", "pattern": pattern})
+    if kind in ("room", "sender"):
+        field_name, wanted = ("room_id" if kind == "room" else "sender"), rule.get("rule_id")
+        return lambda facts, display_name: facts.event.get(field_name) == wanted
+    return None
+
+
+def _required_type(kind: str, rule: Mapping) -> str | None:
+    """The event type (lower case) a rule can only match, when one of its conditions is an
+    ``event_match`` of ``type`` against a pattern without wildcards (globs ignore case)."""
+    if kind not in ("override", "underride"):
+        return None
+    for cond in rule.get("conditions") or ():
+        if isinstance(cond, dict) and cond.get("kind") == "event_match" and cond.get("key") == "type":
+            pattern = cond.get("pattern")
+            if isinstance(pattern, str) and "*" not in pattern and "?" not in pattern:
+                return pattern.lower()
+    return None
+
+
+class CompiledRuleset:
+    """A ruleset (:func:`merge_ruleset`'s form) turned into predicates once; evaluating an event
+    for a recipient is then a walk over them with the event's shared :class:`EventFacts`. The
+    rules are indexed by the event type they require, so an event only meets the rules that can
+    match its type."""
+
+    __slots__ = ("_rules", "_by_type")
+
+    def __init__(self, rules: Mapping[str, Iterable[Mapping]]):
+        compiled = []
+        for kind in KINDS:
+            for rule in rules.get(kind, ()):
+                predicate = compile_rule(kind, rule)
+                if predicate is not None:
+                    compiled.append((_required_type(kind, rule), predicate,
+                                     tuple(strip_historical(rule.get("actions") or []))))
+        self._rules = tuple(compiled)
+        self._by_type: dict[str, tuple] = {}
+
+    def _rules_for(self, event_type: Any) -> tuple:
+        key = event_type.lower() if isinstance(event_type, str) else ""
+        rules = self._by_type.get(key)
+        if rules is None:
+            rules = tuple((p, a) for t, p, a in self._rules if t is None or t == key)
+            if len(self._by_type) < 64:
+                self._by_type[key] = rules
+        return rules
+
+    def evaluate(self, facts: EventFacts, user_id: str, display_name: str | None) -> list:
+        """The actions of the first matching rule, or ``[]``; events the user sent themselves
+        never notify (push.md "Push Rules")."""
+        event = facts.event
+        if event.get("sender") == user_id:
+            return []
+        for predicate, actions in self._rules_for(event.get("type")):
+            if predicate(facts, display_name):
+                return list(actions)
+        return []
 
 
 def strip_historical(actions: Iterable) -> list:
@@ -443,15 +579,11 @@ def evaluate(event_dict: Mapping, room_member_count: int, user_id: str, display_
     ``sender_power_level``: overrides the level read from ``power_levels`` (room versions whose
     creators have infinite power pass ``math.inf`` for them).
     Events the user sent themselves never notify (push.md "Push Rules").
+    One-off form of :class:`CompiledRuleset` with :class:`EventFacts`, which the notification
+    pipeline uses to evaluate an event for many recipients.
     """
-    if event_dict.get("sender") == user_id:
-        return []
-    ctx = _Context(event_dict, room_member_count, user_id, display_name, power_levels, sender_power_level)
-    for kind in KINDS:
-        for rule in rules.get(kind, ()):
-            if rule_matches(kind, rule, ctx):
-                return strip_historical(rule.get("actions") or [])
-    return []
+    facts = EventFacts(event_dict, room_member_count, power_levels, sender_power_level)
+    return CompiledRuleset(rules).evaluate(facts, user_id, display_name)
 
 
 def should_notify(actions: Iterable) -> bool:

@@ -38,6 +38,8 @@ class PushRulesService:
         self.account_data = hs.get(AccountDataService)
         self._cache: OrderedDict[str, dict] = OrderedDict()
         self._generation = 0  # bumped by every write, so a read that raced one is not cached
+        #: user -> (the cached ruleset it was compiled from, the compiled form)
+        self._compiled: dict[str, tuple[dict, push_rules.CompiledRuleset]] = {}
 
     async def get_ruleset(self, user_id: str) -> dict:
         """The user's whole ruleset in client format and priority order (push_ruleset.yaml);
@@ -55,6 +57,19 @@ class PushRulesService:
         if len(self._cache) > _RULESET_CACHE_SIZE:
             self._cache.popitem(last=False)
         return ruleset
+
+    async def get_compiled_ruleset(self, user_id: str) -> push_rules.CompiledRuleset:
+        """The user's ruleset compiled for evaluation (:class:`push_rules.CompiledRuleset`),
+        recompiled only when the ruleset changes."""
+        ruleset = await self.get_ruleset(user_id)
+        cached = self._compiled.get(user_id)
+        if cached is not None and cached[0] is ruleset:
+            return cached[1]
+        compiled = push_rules.CompiledRuleset(ruleset)
+        if len(self._compiled) >= _RULESET_CACHE_SIZE:
+            self._compiled.pop(next(iter(self._compiled)))
+        self._compiled[user_id] = (ruleset, compiled)
+        return compiled
 
     async def _write(self, user_id: str, fn):
         try:

@@ -114,10 +114,11 @@ class NotificationCounter:
         sender_level = get_user_power_level(event.sender, ctx.levels_state) if ctx.levels_state else 0
         thread = thread_of(event)
         found: list[tuple[str, list, bool]] = []
+        # One EventFacts for all recipients: each distinct condition is evaluated once per event.
+        facts = push_rules.EventFacts(event.pdu, ctx.member_count, ctx.power_levels, sender_level)
         for user_id in recipients:
-            rules = await self.push_rules.get_ruleset(user_id)
-            actions = push_rules.evaluate(event.pdu, ctx.member_count, user_id, ctx.display_names.get(user_id),
-                                          ctx.power_levels, rules, sender_power_level=sender_level)
+            rules = await self.push_rules.get_compiled_ruleset(user_id)
+            actions = rules.evaluate(facts, user_id, ctx.display_names.get(user_id))
             if push_rules.should_notify(actions):
                 found.append((user_id, actions, push_rules.is_highlight(actions)))
         if not found:

@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 200
 #: How many IDs of events whose write failed are remembered (to fail the events citing them).
 FAILED_MEMORY = 10_000
+#: Client transaction IDs held in memory (all of a device's, loaded on its first send); a device
+#: with more than TXN_IDS_PER_DEVICE is looked up in the database send by send.
+TXN_IDS_CACHED = 200_000
+TXN_IDS_PER_DEVICE = 20_000
 
 
 class DependencyFailed(Exception):
@@ -134,6 +138,12 @@ class EventsStore:
         self._pending: dict[str, PersistItem] = {}
         #: IDs of queued events whose write failed (insertion-ordered, bounded).
         self._failed: dict[str, None] = {}
+        #: (user_id, device_id) -> {txn_id: event_id}, every stored txn ID of the device; devices
+        #: being loaded collect the txn IDs committed meanwhile; devices with too many are not held.
+        self._txn_ids: LruCache[tuple[str, str], dict[str, str]] = LruCache(
+            TXN_IDS_CACHED, weigher=lambda m: len(m) + 1)
+        self._txn_loading: dict[tuple[str, str], dict[str, str]] = {}
+        self._txn_uncached: LruCache[tuple[str, str], bool] = LruCache(10_000)
         self.batches_committed = 0
 
     @staticmethod
@@ -345,6 +355,15 @@ class EventsStore:
             self._room_versions[ev.room_id] = ev.room_version
         if self._pending.get(ev.event_id) is item:
             del self._pending[ev.event_id]
+        if item.txn_key is not None:
+            user_id, device_id, txn_id = item.txn_key
+            known = self._txn_ids.get((user_id, device_id))
+            if known is None:
+                known = self._txn_loading.get((user_id, device_id))
+            if known is not None:
+                known.setdefault(txn_id, ev.event_id)
+                if len(known) > TXN_IDS_PER_DEVICE:
+                    self._txn_ids.pop((user_id, device_id))  # the next lookup marks it uncached
 
     # --- reading events -----------------------------------------------------------------------
     async def get_events(self, event_ids: Iterable[str], *, allow_rejected: bool = False) -> dict[str, Event]:
@@ -583,10 +602,37 @@ class EventsStore:
 
     # --- transaction IDs --------------------------------------------------------------------
     async def get_event_id_for_txn(self, user_id: str, device_id: str, txn_id: str) -> str | None:
+        """The event a committed client transaction created, or None. A device's transaction
+        IDs are read once and then kept up to date in memory (one process writes them)."""
+        device = (user_id, device_id)
+        known = self._txn_ids.get(device)
+        if known is not None:
+            return known.get(txn_id)
+        if device not in self._txn_loading and device not in self._txn_uncached:
+            self._txn_loading[device] = late = {}
+            try:
+                rows = await self.db.run("get_txn_ids_of_device", self._device_txn_ids_txn, user_id, device_id,
+                                         readonly=True)
+            finally:
+                del self._txn_loading[device]
+            if len(rows) <= TXN_IDS_PER_DEVICE:
+                known = dict(rows)
+                for t, e in late.items():
+                    known.setdefault(t, e)
+                self._txn_ids.set(device, known)
+                return known.get(txn_id)
+            self._txn_uncached.set(device, True)
+
         def txn_fn(txn: Txn):
             return txn.scalar("SELECT event_id FROM event_txn_ids WHERE user_id = ? AND device_id = ? AND txn_id = ?",
                               (user_id, device_id, txn_id))
         return await self.db.run("get_event_id_for_txn", txn_fn, readonly=True)
+
+    @staticmethod
+    def _device_txn_ids_txn(txn: Txn, user_id: str, device_id: str) -> list[tuple[str, str]]:
+        txn.execute("SELECT txn_id, event_id FROM event_txn_ids WHERE user_id = ? AND device_id = ? LIMIT ?",
+                    (user_id, device_id, TXN_IDS_PER_DEVICE + 1))
+        return txn.fetchall()
 
     # --- timeline ---------------------------------------------------------------------------
     async def get_room_events_stream(self, room_id: str, from_exclusive: int, to_inclusive: int,

@@ -162,3 +162,27 @@ async def test_room_creation_is_one_transaction_and_a_refusal_half_way_creates_n
     assert e.value.code == 403
     assert await count_events(hs) == events_before
     assert not store._pending and not hs.get(RoomEventService)._heads
+
+
+@pytest_twisted.ensureDeferred
+async def test_transaction_ids_are_found_after_a_restart_and_for_devices_past_the_memory_limit(
+        hs, monkeypatch):
+    import homeserver.storage.events_store as events_store
+    room_id = await hs.get(RoomCreationService).create_room(ALICE)
+    first = await message(hs, room_id, txn_id="t1", device_id="D")
+    fresh = make_hs(hs.db, hs.config.signing_key_path.rsplit("/", 1)[0])
+    fsvc = fresh.get(RoomEventService)
+    again = await fsvc.create_and_send_event(room_id, "m.room.message", {"body": "x"}, ALICE, txn_id="t1",
+                                             device_id="D")
+    assert again.event_id == first.event_id
+    second = await fsvc.create_and_send_event(room_id, "m.room.message", {"body": "y"}, ALICE, txn_id="t2",
+                                              device_id="D")
+    assert second.event_id != first.event_id
+    # Committed since the device was loaded: answered from memory.
+    assert await fresh.get(EventsStore).get_event_id_for_txn(ALICE, "D", "t2") == second.event_id
+    monkeypatch.setattr(events_store, "TXN_IDS_PER_DEVICE", 1)
+    other = make_hs(hs.db, hs.config.signing_key_path.rsplit("/", 1)[0]).get(EventsStore)
+    assert await other.get_event_id_for_txn(ALICE, "D", "t1") == first.event_id
+    assert await other.get_event_id_for_txn(ALICE, "D", "t2") == second.event_id
+    assert await other.get_event_id_for_txn(ALICE, "D", "t3") is None
+    assert other._txn_ids.get((ALICE, "D")) is None
