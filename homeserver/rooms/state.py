@@ -24,6 +24,9 @@ from homeserver.storage.state_store import NewStateGroup, StateKey, StateStore
 logger = logging.getLogger(__name__)
 
 CREATE = ("m.room.create", "")
+#: Most events without an index position the auth difference walks in memory before it falls
+#: back to walking the auth edges in SQL.
+MAX_UNINDEXED_WALK = 5_000
 # Unconflicted state that the auth checks of resolution usually need.
 _AUTH_TYPES = {"m.room.create", "m.room.power_levels", "m.room.join_rules", "m.room.third_party_invite"}
 
@@ -194,8 +197,9 @@ class RoomStateService:
         """State resolution of ``maps`` (state_res.resolve_state) in a worker thread.
 
         The auth difference (``∪Ci − ∩Ci`` of homeserver/protocol/auth_chain.py) is computed here
-        from the persisted chain-cover index (homeserver/storage/auth_chain_store.py), or, when an
-        event of the sets is not indexed, by walking the stored auth edges in SQL. The events
+        from the persisted chain-cover index (homeserver/storage/auth_chain_store.py), walking
+        only events without a position in memory; by walking the stored auth edges in SQL when
+        there are too many of those. The events
         resolution reads are prefetched; the loader falls back to a blocking fetch through the
         reactor for anything else. ``unstored`` are events the maps cite that are not persisted
         yet (the event being processed)."""
@@ -254,34 +258,53 @@ class RoomStateService:
 
     async def _auth_difference_from_index(self, sets: list[set[str]],
                                           unstored: Mapping[str, Event] | None) -> set[str] | None:
-        """The auth difference from the chain-cover index; None if an event is not indexed.
+        """The auth difference from the chain-cover index, walking in memory only the events
+        without a position (not stored yet, pending in the persist queue, or stored before the
+        index): None when those are more than :data:`MAX_UNINDEXED_WALK` (the SQL walk then).
 
-        An event not stored yet is replaced by its auth events: nothing cites it, so it is in
-        ``Ci`` exactly when it is in ``Si`` and belongs to the difference when some set lacks it."""
-        unstored = unstored or {}
-        index_sets = []
-        for s in sets:
-            ids_ = {e for e in s if e not in unstored}
-            for e in s:
-                if e in unstored:
-                    ids_.update(unstored[e].auth_event_ids)
-            index_sets.append(ids_)
-        difference = await self.store.auth_chains.auth_chain_difference(index_sets)
-        if difference is None:
-            return None
-        for e in unstored:
-            in_sets = sum(1 for s in sets if e in s)
-            if 0 < in_sets < len(sets):
-                difference.add(e)
+        An indexed event's whole auth chain is indexed, so the events without a position that
+        ``Ci`` holds are those reached from ``Si`` through such events only (``Ui``), and
+        ``∪Ci − ∩Ci = (∪Ui − ∩Ui) ∪ difference of the indexed rest``."""
+        unindexed: dict[str, Event | None] = dict(unstored or {})  # None: an event we do not have
+        outside: list[set[str]] = [set() for _ in sets]  # Ui
+        indexed = [set(s) for s in sets]
+        walked = 0
+        while True:
+            for i, ids_ in enumerate(indexed):
+                stack = [e for e in ids_ if e in unindexed]
+                ids_.difference_update(stack)
+                while stack:
+                    eid = stack.pop()
+                    if eid in outside[i]:
+                        continue
+                    outside[i].add(eid)
+                    walked += 1
+                    ev = unindexed[eid]
+                    for a in (ev.auth_event_ids if ev is not None else ()):
+                        if a in unindexed:
+                            stack.append(a)
+                        else:
+                            ids_.add(a)
+            if walked > MAX_UNINDEXED_WALK:
+                return None
+            difference, missing = await self.store.auth_chains.auth_chain_difference_or_unindexed(indexed)
+            if difference is not None:
+                break
+            found = await self.store.get_events(missing, allow_rejected=True)
+            for eid in missing:
+                unindexed[eid] = found.get(eid)
+        if any(outside):
+            difference |= set().union(*outside) - set.intersection(*outside)
         return difference
 
     async def _indexed_chain(self, event_ids: set[str], unstored: Mapping[str, Event] | None) -> set[str]:
-        """``event_ids`` and their auth chains from the index (empty if one is not indexed)."""
+        """The indexed ones of ``event_ids`` (unstored ones: their auth events) with their auth
+        chains, from the index."""
         unstored = unstored or {}
         ids_ = {e for e in event_ids if e not in unstored}
         for e in event_ids & set(unstored):
             ids_.update(unstored[e].auth_event_ids)
-        return await self.store.auth_chains.auth_chain_ids(ids_) or set()
+        return await self.store.auth_chains.auth_chain_ids(ids_)
 
     async def _auth_difference_walk(self, common: set[str], specific: list[set[str]],
                                     unstored: Mapping[str, Event] | None) -> tuple[set[str], set[str]]:

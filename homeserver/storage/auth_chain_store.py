@@ -12,8 +12,9 @@ What is indexed (same rules as the pure index): **state events that are not reje
 included (the auth chains of remote events run through outliers), and only once every auth event
 is indexed — so the whole auth chain of an indexed event is indexed, and a position answers for
 its chain exactly. Anything else (rejected events, events citing them, events whose auth events
-we lack) has no position; :meth:`AuthChainStore.auth_chain_difference` then returns None and the
-caller walks the auth edges instead.
+we lack, events stored before the index until :meth:`AuthChainStore.backfill` ran) has no
+position; :meth:`AuthChainStore.auth_chain_difference_or_unindexed` names those and the caller
+(homeserver/rooms/state.py) walks them down to indexed events.
 
 Writes happen inside the events store's persist transaction (:meth:`index_events_txn`, called
 with the batch's state events in topological order). Positions are computed in Python from
@@ -22,11 +23,13 @@ a miss; what a transaction adds is kept apart and enters the caches only after i
 """
 from __future__ import annotations
 
+import json
 import logging
 from bisect import bisect_right
 from typing import Collection, Iterable, Sequence
 
 from homeserver.protocol.events import Event
+from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS
 
 from .database import Txn
 from .lru import LruCache
@@ -121,8 +124,6 @@ class AuthChainStore:
         return total
 
     def _backfill_room_txn(self, txn: Txn, room_id: str) -> int:
-        from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS
-        import json
         txn.execute(
             "SELECT e.event_id, e.room_version, e.json FROM events e"
             " LEFT JOIN event_auth_chains c ON c.event_id = e.event_id"
@@ -143,16 +144,23 @@ class AuthChainStore:
         homeserver/protocol/auth_chain.py), from the index: positions of the sets' events, the
         links of their chains, then the events of each chain between the lowest and the highest
         reach. None when an event of the sets has no position (the caller walks instead)."""
+        difference, _ = await self.auth_chain_difference_or_unindexed(state_sets)
+        return difference
+
+    async def auth_chain_difference_or_unindexed(
+            self, state_sets: Sequence[Collection[str]]) -> tuple[set[str] | None, set[str]]:
+        """``(difference, set())`` as :meth:`auth_chain_difference`, or ``(None, unindexed)`` with
+        the events of the sets that have no position (one transaction either way)."""
         sets = [set(s) for s in state_sets]
         if not sets:
-            return set()
+            return set(), set()
         return await self.db.run("auth_chain_difference", self._difference_txn, sets, readonly=True)
 
-    def _difference_txn(self, txn: Txn, sets: list[set[str]]) -> set[str] | None:
+    def _difference_txn(self, txn: Txn, sets: list[set[str]]) -> tuple[set[str] | None, set[str]]:
         everything = set().union(*sets)
         positions = self._read_positions(txn, everything)
         if len(positions) < len(everything):
-            return None
+            return None, everything - set(positions)
         common = set.intersection(*sets)
 
         def tops(ids: Iterable[str]) -> dict[int, int]:
@@ -180,20 +188,18 @@ class AuthChainStore:
             lo, hi = min(seqs), max(seqs)
             if hi > lo:
                 ranges.append((c, lo, hi))
-        return _select_ranges(txn, ranges)
+        return _select_ranges(txn, ranges), set()
 
-    async def auth_chain_ids(self, event_ids: Collection[str]) -> set[str] | None:
-        """``event_ids`` with their whole auth chain, from the index (to prefetch what state
-        resolution walks); None when one of them has no position."""
+    async def auth_chain_ids(self, event_ids: Collection[str]) -> set[str]:
+        """The indexed events among ``event_ids`` with their whole auth chains, from the index (to
+        prefetch what state resolution walks); events without a position are left out."""
         ids_ = set(event_ids)
         if not ids_:
             return set()
         return await self.db.run("auth_chain_ids", self._chain_ids_txn, ids_, readonly=True)
 
-    def _chain_ids_txn(self, txn: Txn, event_ids: set[str]) -> set[str] | None:
+    def _chain_ids_txn(self, txn: Txn, event_ids: set[str]) -> set[str]:
         positions = self._read_positions(txn, event_ids)
-        if len(positions) < len(event_ids):
-            return None
         top: dict[int, int] = {}
         for c, s in positions.values():
             if s > top.get(c, 0):

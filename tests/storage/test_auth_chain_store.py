@@ -10,6 +10,7 @@ import pytest_twisted
 
 from homeserver.protocol import auth_chain, state_res
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS
+from homeserver.rooms import state as state_module
 from homeserver.rooms.pipeline import RoomEventService
 from homeserver.rooms.state import RoomStateService
 from homeserver.storage.auth_chain_store import AuthChainStore
@@ -151,17 +152,23 @@ async def test_state_resolution_with_the_index_matches_the_pure_algorithm(hs, ve
     assert snap.state == state_res.resolve_state(rv, ext_states, events.get)
 
 
+@pytest.mark.parametrize("sql_walk", [False, True], ids=["walked_in_memory", "sql_walk"])
 @pytest_twisted.ensureDeferred
-async def test_events_without_positions_fall_back_to_the_walk(hs):
+async def test_events_without_positions_are_walked_past(hs, sql_walk, monkeypatch):
+    """Events without a position (here: Carol's rename on branch B and Dave's join that cites it,
+    as if stored before the index) are walked in memory down to indexed events, or — past
+    MAX_UNINDEXED_WALK — the whole difference comes from the SQL walk; same resolution."""
     room_id, rv, points, _ = await forked_room(hs, "10")
     maps = await states_at(hs, points)
     events = await room_events(hs, room_id)
     store = hs.get(AuthChainStore)
-    # Carol's rename on branch B as if stored before the index existed (caches dropped too).
-    victim = points[4].event_id
-    await hs.db.run("drop", lambda t: t.execute("DELETE FROM event_auth_chains WHERE event_id = ?", (victim,)))
+    victims = (points[4].event_id, points[5].event_id)
+    await hs.db.run("drop", lambda t: t.executemany("DELETE FROM event_auth_chains WHERE event_id = ?",
+                                                    [(v,) for v in victims]))
     fresh = restarted(hs)
     assert await fresh.get(AuthChainStore).auth_chain_difference([set(m.values()) for m in maps]) is None
+    if sql_walk:
+        monkeypatch.setattr(state_module, "MAX_UNINDEXED_WALK", 0)
     walks = []
     walk = fresh.get(EventsStore).get_auth_chain_ids
 
@@ -172,7 +179,7 @@ async def test_events_without_positions_fall_back_to_the_walk(hs):
     for combo in itertools.combinations(maps, 3):
         expected = state_res.resolve_state(rv, list(combo), events.get)
         assert await fresh.get(RoomStateService).resolve(rv, list(combo)) == expected
-    assert walks  # the combinations citing the victim were walked
+    assert bool(walks) == sql_walk
     assert store is not fresh.get(AuthChainStore)
 
 
@@ -270,3 +277,4 @@ async def test_a_database_from_before_the_index_gets_the_tables_and_a_backfill(h
     fresh = restarted(hs)
     assert await fresh.get(AuthChainStore).backfill() == len(before)
     await assert_index_agrees_with_walk(fresh, room_id, await states_at(fresh, points))
+
