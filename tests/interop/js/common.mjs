@@ -86,6 +86,32 @@ export async function waitFor(check, what, timeoutMs = 15_000) {
     }
 }
 
+// Every client's requests go through this fetch, which remembers what is in flight, so a step
+// can wait for the SDK's background requests of one kind (say /keys/query) to settle.
+const inflight = new Map(); // path -> count
+const lastDone = new Map(); // path -> time the last one finished
+export async function trackingFetch(input, init) {
+    const path = (input instanceof URL ? input : new URL(typeof input === "string" ? input : input.url)).pathname;
+    inflight.set(path, (inflight.get(path) || 0) + 1);
+    try {
+        return await fetch(input, init);
+    } finally {
+        inflight.set(path, inflight.get(path) - 1);
+        lastDone.set(path, Date.now());
+    }
+}
+
+/** Wait until no request whose path ends with `suffix` is in flight or finished in the last `quietMs`. */
+export async function settled(suffix, quietMs = 500, timeoutMs = 10_000) {
+    await waitFor(() => {
+        const now = Date.now();
+        for (const [path, count] of inflight) {
+            if (path.endsWith(suffix) && (count > 0 || now - lastDone.get(path) < quietMs)) return false;
+        }
+        return true;
+    }, `requests to ${suffix} to settle`, timeoutMs);
+}
+
 /** Log in with a password through POST /login (m.id.user), then build the client for that session. */
 export async function login({ user, password }, extra = {}) {
     const anon = sdk.createClient({ baseUrl: args.baseUrl });
@@ -98,6 +124,7 @@ export async function login({ user, password }, extra = {}) {
     assert(resp.access_token && resp.device_id && resp.user_id, `login response ${JSON.stringify(resp)}`);
     const client = sdk.createClient({
         baseUrl: args.baseUrl,
+        fetchFn: trackingFetch,
         userId: resp.user_id,
         deviceId: resp.device_id,
         accessToken: resp.access_token,

@@ -11,7 +11,7 @@ import { generateKeyPairSync, sign as cryptoSign } from "node:crypto";
 import { RustBackupManager } from "matrix-js-sdk/lib/rust-crypto/backup.js";
 
 import {
-    args, assert, assertEqual, login, note, passwordAuth, rawRequest, run, sdk, start, waitFor, waitForEvent,
+    args, assert, assertEqual, login, note, passwordAuth, rawRequest, run, sdk, settled, start, waitFor, waitForEvent,
 } from "./common.mjs";
 
 // Upload room keys to the backup at once instead of after a random delay of up to 10 s.
@@ -42,10 +42,15 @@ async function logInWithCrypto() {
     await uploadLostCrossSigningKeys(aliceCreds);
     alice = await cryptoClient(aliceCreds);
     bob = await cryptoClient(bobCreds);
-    // initRustCrypto uploaded device keys and one-time keys (/keys/upload); the server lists them.
-    const query = await rawRequest(bob, "POST", "/keys/query", undefined, { device_keys: { [alice.getUserId()]: [] } });
-    const device = query.device_keys?.[alice.getUserId()]?.[alice.getDeviceId()];
-    assert(device && device.keys[`ed25519:${alice.getDeviceId()}`], `alice's device keys in /keys/query: ${JSON.stringify(query)}`);
+    // The Rust crypto uploads device keys and one-time keys (/keys/upload) as the sync loop runs;
+    // then the server lists them.
+    await waitFor(async () => {
+        const query = await rawRequest(bob, "POST", "/keys/query", undefined, { device_keys: { [alice.getUserId()]: [] } });
+        const device = query.device_keys?.[alice.getUserId()]?.[alice.getDeviceId()];
+        return device && device.keys[`ed25519:${alice.getDeviceId()}`];
+    }, "alice's device keys in /keys/query");
+    const counts = await rawRequest(alice, "POST", "/keys/upload", undefined, {});
+    assert(counts.one_time_key_counts?.signed_curve25519 > 0, `one-time keys uploaded: ${JSON.stringify(counts)}`);
 }
 
 /** Canonical JSON (appendices.md, "Canonical JSON") for the plain objects signed here. */
@@ -93,6 +98,10 @@ async function bootstrapCrossSigning() {
     const crypto = alice.getCrypto();
     await waitFor(async () => (await crypto.getCrossSigningStatus()).publicKeysOnDevice,
         "alice's client to know her existing (lost) cross-signing keys");
+    // A /keys/query answered with the lost keys but handled after the new identity is made would
+    // make the SDK drop the new private keys (a client-side race): let those queries finish first.
+    await settled("/keys/upload");
+    await settled("/keys/query");
     const uia = [];
     await crypto.bootstrapCrossSigning({ authUploadDeviceSigningKeys: passwordAuth(alice, uia) });
     note("crossSigningUia", uia);
