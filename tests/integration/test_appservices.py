@@ -447,6 +447,15 @@ def test_typing_and_receipts_arrive_as_ephemeral(env):
     assert all("de.sorunome.msc2409.ephemeral" in body for _, body, _ in env.fake.txns if "ephemeral" in body)
 
 
+def test_presence_of_users_sharing_a_room_arrives_as_ephemeral(env):
+    room_id, token, g = room_with_ghost(env)
+    alice = ok(api(env.base, "GET", f"{V3}/account/whoami", token))["user_id"]
+    ok(api(env.base, "PUT", f"{V3}/presence/{q(alice)}/status", token, {"presence": "online", "status_msg": "bridging"}))
+    presence = env.fake.wait_for(lambda: [e for e in env.fake.ephemeral() if e["type"] == "m.presence"
+                                          and e["sender"] == alice])
+    assert presence[-1]["content"]["status_msg"] == "bridging"
+
+
 def test_to_device_for_ghosts_is_pushed(env):
     g = ghost(env)
     assert api(env.base, "PUT", f"{V3}/devices/TDDEV", AS_TOKEN, {}, params=as_user(g))[0] == 201
@@ -529,6 +538,36 @@ def test_admin_view_lists_backlogs(env):
     irc = next(s for s in status if s["id"] == "irc")
     assert {"pending_transactions", "last_txn_id", "last_acked_txn_id", "state"} <= set(irc)
     assert any(s["id"] == "silent" for s in status)
+
+
+def test_rate_limits_are_lifted_unless_rate_limited():
+    data_dir = tempfile.mkdtemp(prefix="uzel-as-rl-")
+    fake = FakeAppService().start()
+    try:
+        path = os.path.join(data_dir, "as.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump(registration(fake), f)  # rate_limited: false
+        server, proc = start_server(data_dir, "sqlite", {
+            "app_service_config_files": [path], "enable_ratelimiting": True,
+            "rc_message": {"per_second": 0.01, "burst_count": 2},
+            "rc_registration": {"per_second": 100, "burst_count": 100}})
+        e = Env(server, proc, fake, data_dir)
+        try:
+            g = ghost(e)
+            room_id = ok(api(e.base, "POST", f"{V3}/createRoom", AS_TOKEN, {"preset": "public_chat"},
+                             params=as_user(g)))["room_id"]
+            for i in range(5):
+                send(e, AS_TOKEN, room_id, f"ghost {i}", params=as_user(g))
+            _, token = human(e)
+            ok(api(e.base, "POST", f"{V3}/join/{q(room_id)}", token, {}))
+            statuses = [api(e.base, "PUT", f"{V3}/rooms/{q(room_id)}/send/m.room.message/h{i}", token,
+                            {"msgtype": "m.text", "body": "human"})[0] for i in range(4)]
+            assert 429 in statuses
+        finally:
+            stop_server(e.proc)
+    finally:
+        fake.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 # =============================================================================================
