@@ -59,9 +59,8 @@ logger = logging.getLogger(__name__)
 # Synapse keys a carried-over homeserver.yaml commonly holds that uzel reads but does not act on.
 SYNAPSE_KEYS_WITHOUT_EFFECT = frozenset({
     "report_stats", "pid_file", "macaroon_secret_key", "form_secret", "suppress_key_server_warning",
-    "log_config", "enable_metrics", "web_client_location", "admin_contact", "media_retention",
-    "rc_presence", "rc_delayed_event_mgmt", "rc_reports", "url_preview_ip_range_blacklist",
-    "url_preview_ip_range_whitelist", "thumbnail_sizes",
+    "log_config", "enable_metrics", "web_client_location", "admin_contact",
+    "rc_presence", "rc_delayed_event_mgmt", "rc_reports", "thumbnail_sizes",
     "trusted_third_party_id_servers", "account_threepid_delegates", "use_presence",
 })
 
@@ -396,6 +395,9 @@ def _build(root: _Node, r: _Reader, config_path: str | None) -> Config:
             raise root.error(f"federation_client_plain_http_destinations[{i}]",
                              f"not a valid server name: {e}") from None
 
+    url_preview = _url_preview(root)
+    media_retention = _media_retention(root)
+
     appservice_files = tuple(r.path(p) for p in root.str_list("app_service_config_files", []))
 
     log_file = root.file_path("log_file", None)
@@ -438,7 +440,8 @@ def _build(root: _Node, r: _Reader, config_path: str | None) -> Config:
         max_request_body_size=root.size("max_request_body_size", d("max_request_body_size")),
         enable_media_repo=root.boolean("enable_media_repo", d("enable_media_repo")),
         enable_authenticated_media=root.boolean("enable_authenticated_media", d("enable_authenticated_media")),
-        url_preview_enabled=root.boolean("url_preview_enabled", d("url_preview_enabled")),
+        **url_preview,
+        **media_retention,
         max_image_pixels=root.positive_size("max_image_pixels", d("max_image_pixels")),
         max_pending_media_uploads=root.integer("max_pending_media_uploads", d("max_pending_media_uploads"), 1),
         unused_expiration_time=root.positive_duration("unused_expiration_time", d("unused_expiration_time")),
@@ -699,6 +702,59 @@ def _media_upload_limits(root: _Node) -> tuple[MediaUploadLimit, ...]:
                                        max_bytes=node.positive_size("max_size")))
         node.finish()
     return tuple(limits)
+
+
+def _url_preview(root: _Node) -> dict:
+    """url_preview_enabled and its keys (Synapse's). Like Synapse, previews without an explicit
+    url_preview_ip_range_blacklist are refused: the deny list is what stops server-side request
+    forgery, so it must be a conscious choice. 0.0.0.0 and :: are always added."""
+    enabled = root.boolean("url_preview_enabled", _default(Config, "url_preview_enabled"))
+    has_blacklist = root.has("url_preview_ip_range_blacklist")
+    if enabled and not has_blacklist:
+        raise root.error("url_preview_ip_range_blacklist",
+                         "is required when url_preview_enabled is true (list the address ranges URL "
+                         "previews must never reach, e.g. the ip_range_blacklist defaults)")
+    blacklist = root.networks("url_preview_ip_range_blacklist", ())
+    if enabled:
+        for always in ("0.0.0.0/32", "::/128"):
+            net = ipaddress.ip_network(always)
+            if not any(net.subnet_of(b) for b in blacklist if b.version == net.version):
+                blacklist.append(net)
+    url_blacklist = root.get("url_preview_url_blacklist", [])
+    if not isinstance(url_blacklist, list):
+        raise root.error("url_preview_url_blacklist", "must be a list of mappings of URL parts to patterns")
+    for i, entry in enumerate(url_blacklist):
+        if not isinstance(entry, dict) or not entry or not all(
+                isinstance(k, str) and isinstance(v, (str, int)) and not isinstance(v, bool)
+                for k, v in entry.items()):
+            raise ConfigError(f"url_preview_url_blacklist[{i}]",
+                              "must be a mapping of URL parts (scheme, netloc, path, ...) to patterns")
+        for k, v in entry.items():
+            if isinstance(v, str) and v.startswith("^"):
+                try:
+                    re.compile(v)
+                except re.error as e:
+                    raise ConfigError(f"url_preview_url_blacklist[{i}].{k}", f"invalid regex: {e}") from None
+    return {
+        "url_preview_enabled": enabled,
+        "url_preview_ip_range_blacklist": tuple(blacklist),
+        "url_preview_ip_range_whitelist": tuple(root.networks("url_preview_ip_range_whitelist", ())),
+        "url_preview_url_blacklist": tuple({k: str(v) for k, v in e.items()} for e in url_blacklist),
+        "max_spider_size": root.positive_size("max_spider_size", _default(Config, "max_spider_size")),
+    }
+
+
+def _media_retention(root: _Node) -> dict:
+    """media_retention: {local_media_lifetime, remote_media_lifetime} (Synapse's section);
+    absent or null: media is kept forever."""
+    sec = root.section("media_retention")
+    if sec is None:
+        return {"local_media_lifetime_ms": None, "remote_media_lifetime_ms": None}
+    out = {}
+    for key in ("local_media_lifetime", "remote_media_lifetime"):
+        out[f"{key}_ms"] = sec.positive_duration(key) if sec.has(key) else None
+    sec.finish()
+    return out
 
 
 def _ratelimit(node: _Node, key: str, default: RatelimitSettings | None) -> RatelimitSettings | None:

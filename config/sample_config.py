@@ -374,8 +374,36 @@ media_upload_limits: []
 # nearest pre-generated one (false, Synapse's default). Default true.
 dynamic_thumbnails: true
 
-# Generate URL previews (/preview_url). Default false.
+# Generate URL previews (GET /_matrix/client/v1/media/preview_url). Default false. Turning it
+# on REQUIRES url_preview_ip_range_blacklist: the address ranges previews must never fetch from
+# (so a user cannot make the server reach internal services); the ip_range_blacklist defaults
+# above are a good start. 0.0.0.0 and :: are always refused. Example:
+#   url_preview_enabled: true
+#   url_preview_ip_range_blacklist: ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12",
+#     "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "::1/128", "fe80::/10", "fc00::/7"]
 url_preview_enabled: false
+
+# Exceptions to url_preview_ip_range_blacklist. Default [].
+# url_preview_ip_range_whitelist: []
+
+# URLs never previewed: each entry maps URL parts (scheme, netloc, hostname, port, path, query,
+# fragment, username, password) to a glob, or to a regex if it starts with ^; a URL matching all
+# parts of one entry is refused. Example:
+#   url_preview_url_blacklist:
+#     - netloc: "*.internal.example"
+#     - scheme: http
+# Default [].
+# url_preview_url_blacklist: []
+
+# Largest page or image fetched for a preview. Default 10M.
+max_spider_size: 10M
+
+# Delete media not accessed for this long (checked hourly). Local media used as a profile
+# picture is kept. Default: keep forever (both null).
+#   media_retention:
+#     local_media_lifetime: 90d
+#     remote_media_lifetime: 14d
+# media_retention: null
 
 ## Rate limiting ##
 

@@ -230,6 +230,19 @@ class Config:
     enable_media_repo: bool = True
     enable_authenticated_media: bool = True
     url_preview_enabled: bool = False
+    # URL previews (homeserver/media/preview.py), Synapse's keys. The IP deny list is REQUIRED
+    # when previews are on (the loader refuses a config without it); 0.0.0.0 and :: always added.
+    url_preview_ip_range_blacklist: tuple[IPNetwork, ...] = ()
+    url_preview_ip_range_whitelist: tuple[IPNetwork, ...] = ()
+    # Synapse's url_preview_url_blacklist: each entry maps URL parts (scheme, netloc, hostname,
+    # port, path, query, fragment, username, password) to a glob, or a regex when it starts with
+    # "^"; a URL matching every part of one entry is refused.
+    url_preview_url_blacklist: tuple[dict, ...] = ()
+    max_spider_size: int = 10 * 1024 * 1024  # largest page or image fetched for a preview
+    # media_retention (Synapse's section): delete local media not accessed for this long /
+    # cached remote media not accessed for this long; None: keep forever. Applied hourly.
+    local_media_lifetime_ms: int | None = None  # YAML: media_retention.local_media_lifetime
+    remote_media_lifetime_ms: int | None = None  # YAML: media_retention.remote_media_lifetime
     # Decoded images (thumbnails) may have at most this many pixels (all frames counted).
     max_image_pixels: int = 32 * 1024 * 1024
     # Media ids a user may hold created (POST /media/v1/create) but not yet uploaded.
@@ -283,3 +296,13 @@ class Config:
         if any(ip in net for net in self.ip_range_whitelist if net.version == ip.version):
             return True
         return not any(ip in net for net in self.ip_range_blacklist if net.version == ip.version)
+
+    def url_preview_ip_allowed(self, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """Like :meth:`ip_allowed`, for URL previews: url_preview_ip_range_whitelist, else not in
+        url_preview_ip_range_blacklist."""
+        ip = ipaddress.ip_address(address)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in net for net in self.url_preview_ip_range_whitelist if net.version == ip.version):
+            return True
+        return not any(ip in net for net in self.url_preview_ip_range_blacklist if net.version == ip.version)
