@@ -10,7 +10,13 @@ Configuration read here (Synapse's names): ``max_upload_size``, ``media_store_pa
 ``enable_authenticated_media`` (media uploaded while it is on is never served on the deprecated
 unauthenticated endpoints), ``max_image_pixels``, ``max_pending_media_uploads``,
 ``unused_expiration_time`` (ms), ``media_upload_limits`` (a list of ``time_period_ms`` /
-``max_bytes`` quotas per user) and ``dynamic_thumbnails`` (config/schema.py holds the defaults).
+``max_bytes`` quotas per user), ``dynamic_thumbnails`` and ``media_retention`` (local and remote
+media lifetimes, applied hourly; config/schema.py holds the defaults).
+
+Operations (Synapse's admin API, homeserver/api/admin/media.py): :meth:`quarantine`,
+:meth:`delete_local_media`, :meth:`delete_old_local_media`, :meth:`purge_remote_media_cache`,
+:meth:`apply_retention`. Downloads of local media record their last access (batched, written at
+most every ``_ACCESS_FLUSH_S``), which delete-by-age and ``local_media_lifetime`` go by.
 """
 from __future__ import annotations
 
@@ -46,6 +52,7 @@ MAX_TIMEOUT_MS = 60_000
 MAX_CACHED_THUMBNAILS_PER_SOURCE = 32
 
 _PURGE_INTERVAL_S = 3600.0
+_ACCESS_FLUSH_S = 30.0
 OCTET_STREAM = "application/octet-stream"
 
 
@@ -168,6 +175,10 @@ class MediaRepository:
         self._background: set[defer.Deferred] = set()
         self._cpu = defer.DeferredSemaphore(2)
         self._purger: task.LoopingCall | None = None
+        self._flusher: task.LoopingCall | None = None
+        self._accessed: set[str] = set()  # local media downloaded since the last flush
+        self.local_media_lifetime_ms: int | None = getattr(cfg, "local_media_lifetime_ms", None)
+        self.remote_media_lifetime_ms: int | None = getattr(cfg, "remote_media_lifetime_ms", None)
 
     def set_remote_fetcher(self, fetcher: RemoteMediaFetcher) -> None:
         """Install federation's fetcher for other servers' media (see homeserver/media/remote.py)."""
@@ -179,19 +190,36 @@ class MediaRepository:
         self._purger = task.LoopingCall(lambda: defer.ensureDeferred(self._purge_expired()))
         self._purger.clock = self.reactor
         self._purger.start(_PURGE_INTERVAL_S, now=True)
+        self._flusher = task.LoopingCall(lambda: defer.ensureDeferred(self.flush_access_times()))
+        self._flusher.clock = self.reactor
+        self._flusher.start(_ACCESS_FLUSH_S, now=False)
         self.reactor.addSystemEventTrigger("before", "shutdown", self._stop)
 
-    def _stop(self) -> None:
-        if self._purger is not None and self._purger.running:
-            self._purger.stop()
+    def _stop(self) -> defer.Deferred:
+        for loop in (self._purger, self._flusher):
+            if loop is not None and loop.running:
+                loop.stop()
+        return defer.ensureDeferred(self.flush_access_times())
 
     async def _purge_expired(self) -> None:
         try:
             n = await self.store.delete_expired_pending(self.hs.clock_ms())
             if n:
                 logger.info("forgot %d expired unused media ids", n)
+            await self.store.delete_expired_url_previews(self.hs.clock_ms())
+            await self.apply_retention()
         except Exception:
-            logger.exception("purging expired media ids failed")
+            logger.exception("purging expired media failed")
+
+    async def flush_access_times(self) -> None:
+        """Write the last-access time of local media downloaded since the last flush."""
+        if not self._accessed:
+            return
+        media_ids, self._accessed = sorted(self._accessed), set()
+        try:
+            await self.store.touch_local_media(media_ids, self.hs.clock_ms())
+        except Exception:
+            logger.exception("recording media access times failed")
 
     # --- uploads ---------------------------------------------------------------------------
     def mxc(self, media_id: str) -> str:
@@ -265,6 +293,82 @@ class MediaRepository:
         if thumbnailer.is_thumbnailable_type(content_type):
             self._run_in_background(self._pregenerate_thumbnails(sha256))
 
+    async def store_fetched(self, user_id: str, data: bytes, content_type: str | None,
+                            upload_name: str | None) -> str:
+        """Store content the server fetched for a user (a URL preview's image) as local media,
+        outside the user's upload quota; returns the media id."""
+        content_type = normalise_content_type(content_type)
+        try:
+            upload_name = check_file_name(upload_name)
+        except MatrixError:
+            upload_name = None
+        sha256 = await self._thread(self.files.write, data)
+        media_id = random_string(MEDIA_ID_LENGTH)
+        now = self.hs.clock_ms()
+        await self.store.insert_local_media(LocalMedia(
+            media_id, user_id, now, None, now, content_type, upload_name, len(data), sha256,
+            self.authenticated_only, None))
+        self._after_upload(media_id, sha256, content_type)
+        return media_id
+
+    # --- operations (admin API, retention) ---------------------------------------------------
+    async def quarantine(self, server_name: str, media_id: str, by: str | None) -> int:
+        """Quarantine (``by`` an admin's user id) or release (``by`` None) one media item and
+        every other item with the same content; quarantined media is answered 404. Returns the
+        number of rows changed (0: not known here, nothing to do — Synapse answers 200 too)."""
+        check_mxc_parts(server_name, media_id)
+        origin = None if server_name == self.hs.hostname else server_name
+        return await self.store.set_quarantine(origin, media_id, by)
+
+    async def delete_local_media(self, media_ids: list[str]) -> list[str]:
+        """Delete local media (rows, thumbnails and the files nothing else uses); returns the
+        ids that existed."""
+        deleted, files = await self.store.delete_local_media_rows(media_ids)
+        await self._delete_files(files)
+        return deleted
+
+    async def delete_old_local_media(self, before_ts: int, size_gt: int = 0, keep_profiles: bool = True) -> list[str]:
+        """Delete uploaded, unquarantined local media last accessed before ``before_ts`` and larger
+        than ``size_gt`` bytes, except (``keep_profiles``) avatars of users and rooms."""
+        await self.flush_access_times()
+        deleted: list[str] = []
+        while True:
+            batch = await self.store.get_old_local_media(before_ts, size_gt, keep_profiles, self.hs.hostname)
+            if not batch:
+                return deleted
+            deleted += await self.delete_local_media(batch)
+
+    async def purge_remote_media_cache(self, before_ts: int) -> int:
+        """Forget cached remote media last accessed before ``before_ts``; it is fetched again
+        from its origin when next asked for. Returns how many items were dropped."""
+        total = 0
+        while True:
+            n, files = await self.store.delete_remote_media_before(before_ts)
+            await self._delete_files(files)
+            total += n
+            if n == 0:
+                return total
+
+    async def apply_retention(self) -> None:
+        """media_retention: drop media not accessed within its lifetime (local media keeps
+        avatars, quarantined media and media not yet uploaded)."""
+        now = self.hs.clock_ms()
+        if self.local_media_lifetime_ms is not None:
+            deleted = await self.delete_old_local_media(now - self.local_media_lifetime_ms, 0, keep_profiles=True)
+            if deleted:
+                logger.info("media_retention: deleted %d local media", len(deleted))
+        if self.remote_media_lifetime_ms is not None:
+            n = await self.purge_remote_media_cache(now - self.remote_media_lifetime_ms)
+            if n:
+                logger.info("media_retention: dropped %d cached remote media", n)
+
+    async def _delete_files(self, shas: list[str]) -> None:
+        for sha in shas:
+            try:
+                await self._thread(self.files.delete, sha)
+            except Exception:
+                logger.exception("deleting media file %s failed", sha)
+
     # --- downloads -------------------------------------------------------------------------
     async def download(self, server_name: str, media_id: str, *, timeout_ms: int = DEFAULT_TIMEOUT_MS,
                        allow_remote: bool = True, legacy: bool = False) -> MediaContent:
@@ -273,6 +377,8 @@ class MediaRepository:
         enable_authenticated_media was on (content_repo.md, the "freeze")."""
         source = await self._source(server_name, media_id, timeout_ms, allow_remote, legacy)
         data = await self._read(source.sha256)
+        if not source.remote:
+            self._accessed.add(media_id)
         return MediaContent(data, source.content_type, source.upload_name)
 
     async def get_local_content(self, media_id: str) -> MediaContent:
@@ -376,6 +482,8 @@ class MediaRepository:
         if method not in thumbnailer.METHODS:
             raise invalid_param("method must be 'crop' or 'scale'")
         source = await self._source(server_name, media_id, timeout_ms, allow_remote, legacy)
+        if not source.remote:
+            self._accessed.add(media_id)
         if not thumbnailer.is_thumbnailable_type(source.content_type):
             raise _cannot_thumbnail()
         spec = thumbnailer.pick_standard_size(width, height, method)

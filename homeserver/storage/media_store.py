@@ -1,6 +1,7 @@
-"""SQL for the media repository: local media rows, remote media cache rows and thumbnails.
+"""SQL for the media repository: local media rows, remote media cache rows, thumbnails and the
+URL preview cache.
 
-Schema: storage/schema/0070_media.sql. Policy (limits, expiry, who may upload) lives in
+Schema: storage/schema/0070_media.sql, 0071_media_operations.sql. Policy (limits, expiry, who may upload) lives in
 homeserver/media/repository.py; this module only reads and writes rows.
 """
 from __future__ import annotations
@@ -202,6 +203,121 @@ class MediaStore:
                        rec.thumb_width, rec.thumb_height, rec.thumb_length, rec.thumb_sha256, rec.created_ts))
             return t.rowcount == 1
         return await self.db.run("store_thumbnail", txn)
+
+
+    # --- operations: access times, quarantine, deletion ----------------------------------------
+    async def touch_local_media(self, media_ids: list[str], now_ms: int) -> None:
+        """Record that these local media were just downloaded (batched by the caller)."""
+        def txn(t: Txn):
+            t.executemany("UPDATE local_media SET last_access_ts = ? WHERE media_id = ?",
+                          [(now_ms, m) for m in media_ids])
+        await self.db.run("touch_local_media", txn)
+
+    async def set_quarantine(self, origin: str | None, media_id: str, quarantined_by: str | None) -> int:
+        """Quarantine (or release, with None) one media item and every local or cached remote
+        item with the same content (same SHA-256), as Synapse does; ``origin`` None means local.
+        Returns the number of rows changed; 0 when the media is unknown here."""
+        def txn(t: Txn):
+            if origin is None:
+                sha = t.scalar("SELECT sha256 FROM local_media WHERE media_id = ?", (media_id,))
+                t.execute("UPDATE local_media SET quarantined_by = ? WHERE media_id = ?", (quarantined_by, media_id))
+            else:
+                sha = t.scalar("SELECT sha256 FROM remote_media_cache WHERE media_origin = ? AND media_id = ?",
+                               (origin, media_id))
+                t.execute("UPDATE remote_media_cache SET quarantined_by = ? WHERE media_origin = ? AND media_id = ?",
+                          (quarantined_by, origin, media_id))
+            changed = t.rowcount
+            if sha is not None:
+                t.execute("UPDATE local_media SET quarantined_by = ? WHERE sha256 = ?", (quarantined_by, sha))
+                t.execute("UPDATE remote_media_cache SET quarantined_by = ? WHERE sha256 = ?", (quarantined_by, sha))
+            return changed
+        return await self.db.run("set_quarantine", txn)
+
+    async def get_old_local_media(self, before_ts: int, size_gt: int, keep_profiles: bool, server_name: str,
+                                  limit: int = 1000) -> list[str]:
+        """Uploaded, unquarantined local media last accessed (or uploaded) before ``before_ts`` and
+        larger than ``size_gt`` bytes; with ``keep_profiles``, not media used as a user's or a
+        room's avatar (Synapse's admin API "Delete local media by date or size")."""
+        def txn(t: Txn):
+            sql = ("SELECT media_id FROM local_media lm WHERE uploaded_ts IS NOT NULL AND quarantined_by IS NULL "
+                   "AND COALESCE(last_access_ts, uploaded_ts, created_ts) < ? AND COALESCE(media_length, 0) > ?")
+            args: list = [before_ts, size_gt]
+            if keep_profiles:
+                mxc = "'mxc://' || ? || '/' || lm.media_id"
+                for table in ("profiles", "user_directory", "room_stats"):
+                    sql += f" AND NOT EXISTS (SELECT 1 FROM {table} WHERE {table}.avatar_url = {mxc})"
+                    args.append(server_name)
+            sql += " ORDER BY media_id LIMIT ?"
+            args.append(limit)
+            return [r[0] for r in t.execute(sql, tuple(args)).fetchall()]
+        return await self.db.run("get_old_local_media", txn, readonly=True)
+
+    async def delete_local_media_rows(self, media_ids: list[str]) -> tuple[list[str], list[str]]:
+        """Delete local media rows; returns (the ids that existed, the files no row needs any
+        more: contents and their thumbnails)."""
+        def txn(t: Txn):
+            deleted, shas = [], set()
+            for media_id in media_ids:
+                sha = t.scalar("SELECT sha256 FROM local_media WHERE media_id = ?", (media_id,))
+                t.execute("DELETE FROM local_media WHERE media_id = ?", (media_id,))
+                if t.rowcount:
+                    deleted.append(media_id)
+                    if sha is not None:
+                        shas.add(sha)
+            return deleted, _release_files(t, shas)
+        return await self.db.run("delete_local_media_rows", txn)
+
+    async def delete_remote_media_before(self, before_ts: int, limit: int = 1000) -> tuple[int, list[str]]:
+        """Drop cached remote media last accessed before ``before_ts`` (Synapse's
+        purge_media_cache / remote_media_lifetime); returns (rows deleted, files to remove)."""
+        def txn(t: Txn):
+            rows = t.execute("SELECT media_origin, media_id, sha256 FROM remote_media_cache "
+                             "WHERE last_access_ts < ? ORDER BY last_access_ts LIMIT ?", (before_ts, limit)).fetchall()
+            t.executemany("DELETE FROM remote_media_cache WHERE media_origin = ? AND media_id = ?",
+                          [(r[0], r[1]) for r in rows])
+            return len(rows), _release_files(t, {r[2] for r in rows})
+        return await self.db.run("delete_remote_media_before", txn)
+
+    # --- URL previews ------------------------------------------------------------------------
+    async def get_url_preview(self, url: str, now_ms: int) -> tuple[str, str | None] | None:
+        """(og JSON, media id) of an unexpired cached preview of ``url``."""
+        def txn(t: Txn):
+            return t.execute("SELECT og, media_id FROM url_preview_cache WHERE url = ? AND expires_ts > ?",
+                             (url, now_ms)).fetchone()
+        row = await self.db.run("get_url_preview", txn, readonly=True)
+        return (row[0], row[1]) if row else None
+
+    async def store_url_preview(self, url: str, og_json: str, media_id: str | None, now_ms: int,
+                                expires_ts: int) -> None:
+        def txn(t: Txn):
+            t.execute("INSERT INTO url_preview_cache (url, og, media_id, download_ts, expires_ts) VALUES (?,?,?,?,?) "
+                      "ON CONFLICT (url) DO UPDATE SET og = excluded.og, media_id = excluded.media_id, "
+                      "download_ts = excluded.download_ts, expires_ts = excluded.expires_ts",
+                      (url, og_json, media_id, now_ms, expires_ts))
+        await self.db.run("store_url_preview", txn)
+
+    async def delete_expired_url_previews(self, now_ms: int) -> int:
+        def txn(t: Txn):
+            t.execute("DELETE FROM url_preview_cache WHERE expires_ts <= ?", (now_ms,))
+            return t.rowcount
+        return await self.db.run("delete_expired_url_previews", txn)
+
+
+def _release_files(t: Txn, shas: set[str]) -> list[str]:
+    """For content files whose rows were just deleted: drop the thumbnail rows of those no row
+    uses any more and return every file (content or thumbnail) nothing references now."""
+    candidates: set[str] = set()
+    for sha in shas:
+        if _sha_in_use(t, sha):
+            continue
+        candidates.add(sha)
+        thumbs = t.execute("SELECT thumb_sha256 FROM media_thumbnails WHERE source_sha256 = ?", (sha,)).fetchall()
+        t.execute("DELETE FROM media_thumbnails WHERE source_sha256 = ?", (sha,))
+        candidates.update(r[0] for r in thumbs)
+    return sorted(c for c in candidates
+                  if not _sha_in_use(t, c)
+                  and not t.scalar("SELECT 1 FROM media_thumbnails WHERE thumb_sha256 = ? OR source_sha256 = ?",
+                                   (c, c)))
 
 
 def _sha_in_use(t: Txn, sha: str) -> bool:

@@ -7,12 +7,14 @@ pass it in, and call ``finish`` once the write committed (the services do this).
 """
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from .database import Txn
 from .id_generator import StreamIdGenerator
+from .lru import LruCache
 
 PUSH_RULES_TYPE = "m.push_rules"
 TAG_TYPE = "m.tag"
@@ -56,6 +58,9 @@ class UserDataStore:
         ad, pr = self.db.run_sync("user_data_store_init", self._init_txn)
         self.account_data_ids = StreamIdGenerator(ad)
         self.presence_ids = StreamIdGenerator(pr)
+        # Pushers per user (most have none; the push pool asks for every notified user).
+        self._pushers_cache: LruCache[str, list[dict]] = LruCache(50_000)
+        self._pushers_generation = 0
 
     @staticmethod
     def _init_txn(txn: Txn) -> tuple[int, int]:
@@ -240,7 +245,14 @@ class UserDataStore:
         return p
 
     async def get_pushers(self, user_id: str | None = None) -> list[dict]:
-        """The user's pushers (every pusher when user_id is None), as column dicts."""
+        """The user's pushers (every pusher when user_id is None), as column dicts (a user's are
+        cached until a pusher changes)."""
+        if user_id is not None:
+            cached = self._pushers_cache.get(user_id)
+            if cached is not None:
+                return copy.deepcopy(cached)
+        generation = self._pushers_generation
+
         def txn_fn(txn: Txn):
             sql = f"SELECT {', '.join(self._PUSHER_COLS)} FROM pushers"
             if user_id is None:
@@ -248,7 +260,14 @@ class UserDataStore:
             else:
                 txn.execute(sql + " WHERE user_id = ? ORDER BY created_ts, app_id, pushkey", (user_id,))
             return txn.fetchall()
-        return [self._pusher(r) for r in await self.db.run("get_pushers", txn_fn, readonly=True)]
+        pushers = [self._pusher(r) for r in await self.db.run("get_pushers", txn_fn, readonly=True)]
+        if user_id is not None and generation == self._pushers_generation:
+            self._pushers_cache.set(user_id, copy.deepcopy(pushers))
+        return pushers
+
+    def _pushers_changed(self) -> None:
+        self._pushers_generation += 1
+        self._pushers_cache.clear()
 
     async def set_pusher(self, pusher: dict, *, append: bool) -> None:
         """Insert or replace a pusher (keys of ``_PUSHER_COLS``); unless ``append``, remove the
@@ -263,14 +282,20 @@ class UserDataStore:
             txn.execute(f"INSERT INTO pushers ({', '.join(self._PUSHER_COLS)})"
                         f" VALUES ({', '.join('?' * len(self._PUSHER_COLS))})",
                         [row.get(c) for c in self._PUSHER_COLS])
-        await self.db.run("set_pusher", txn_fn)
+        try:
+            await self.db.run("set_pusher", txn_fn)
+        finally:
+            self._pushers_changed()
 
     async def delete_pusher(self, user_id: str, app_id: str, pushkey: str) -> bool:
         def txn_fn(txn: Txn) -> bool:
             txn.execute("DELETE FROM pushers WHERE user_id = ? AND app_id = ? AND pushkey = ?",
                         (user_id, app_id, pushkey))
             return txn.rowcount > 0
-        return await self.db.run("delete_pusher", txn_fn)
+        try:
+            return await self.db.run("delete_pusher", txn_fn)
+        finally:
+            self._pushers_changed()
 
     async def delete_pushers_for_devices(self, user_id: str, device_ids: Iterable[str]) -> int:
         """Remove the pushers created from these devices (logout, device deletion)."""
@@ -283,7 +308,12 @@ class UserDataStore:
                             [user_id, *chunk])
                 n += max(txn.rowcount, 0)
             return n
-        return await self.db.run("delete_pushers_for_devices", txn_fn) if ids else 0
+        if not ids:
+            return 0
+        try:
+            return await self.db.run("delete_pushers_for_devices", txn_fn)
+        finally:
+            self._pushers_changed()
 
     # --- profiles -------------------------------------------------------------------------------
     async def get_profile(self, user_id: str) -> dict | None:

@@ -9,8 +9,9 @@ On the "media" resource (content-repo.yaml):
   PUT /_matrix/media/v3/upload/{serverName}/{mediaId}, GET /_matrix/media/v3/config
   and, only while ``enable_authenticated_media`` is false, the deprecated unauthenticated
   GET /_matrix/media/v3/download/... and /_matrix/media/v3/thumbnail/... .
-URL previews (``/media/preview_url``) are not served: with ``url_preview_enabled: false`` (the
-default) Synapse registers no such route either, so clients get 404 M_UNRECOGNIZED.
+URL previews, GET /_matrix/client/v1/media/preview_url (and the deprecated
+/_matrix/media/v3/preview_url with the legacy routes), only with ``url_preview_enabled``; otherwise
+no route is registered (as in Synapse), so clients get 404 M_UNRECOGNIZED.
 """
 from __future__ import annotations
 
@@ -21,7 +22,13 @@ from homeserver.accounts.ratelimit import Ratelimiter
 from homeserver.http.errors import invalid_param, missing_param
 from homeserver.http.server import RawResponse
 from homeserver.media import headers
-from homeserver.media.repository import MediaContent, MediaRepository, check_file_name, parse_timeout_ms
+from homeserver.media.preview import UrlPreviewer
+from homeserver.media.repository import (
+    MediaContent,
+    MediaRepository,
+    check_file_name,
+    parse_timeout_ms,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +127,26 @@ def register_routes(hs, router) -> None:
             router.add("GET", f"{base}/download/{{serverName}}/{{mediaId}}", legacy_download, "media")
             router.add("GET", f"{base}/download/{{serverName}}/{{mediaId}}/{{fileName}}", legacy_download, "media")
             router.add("GET", f"{base}/thumbnail/{{serverName}}/{{mediaId}}", legacy_thumbnail, "media")
-    if getattr(hs.config, "url_preview_enabled", False):
-        logger.warning("url_preview_enabled is set but uzel does not generate URL previews yet; "
-                       "/media/preview_url stays unrecognized")
+    if hs.config.url_preview_enabled:
+        previewer = hs.get(UrlPreviewer)
+
+        async def preview_url(request):
+            """GET /_matrix/client/v1/media/preview_url?url=&ts= (authed-content-repo.yaml
+            getUrlPreviewAuthed): OpenGraph data of the page; fetches refused by the IP or URL
+            deny lists are 403 M_FORBIDDEN, pages over max_spider_size 502 M_TOO_LARGE."""
+            requester = await auth.get_requester(request)
+            url = request.arg("url")
+            if url is None:
+                raise missing_param("Missing url")
+            ts = request.arg("ts")
+            if ts is not None and not (ts.isascii() and ts.isdigit() and len(ts) <= 15):
+                raise invalid_param("ts must be a timestamp in milliseconds")
+            return 200, await previewer.preview(requester.user_id, url)
+
+        router.add("GET", "/_matrix/client/v1/media/preview_url", preview_url, "client")
+        if not repo.authenticated_only:
+            for v in LEGACY_VERSIONS:
+                router.add("GET", f"/_matrix/media/{v}/preview_url", preview_url, "media")
 
 
 def _media_response(content: MediaContent, file_name: str | None) -> RawResponse:
