@@ -221,9 +221,10 @@ class AuthService:
         ip = getattr(request, "client_ip", None) or "-"
         prev = self.pending_last_seen.get(key)
         now = self.hs.clock_ms()
-        if prev is not None and prev[1] == ip and now - prev[0] < 1000:
+        user_agent = request.header("User-Agent")
+        if prev is not None and prev[1] == ip and prev[2] == user_agent and now - prev[0] < 1000:
             return
-        self.pending_last_seen[key] = (now, ip, request.header("User-Agent"))
+        self.pending_last_seen[key] = (now, ip, user_agent)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.hs.reactor.callLater(_LAST_SEEN_FLUSH_S, self._flush_last_seen)
