@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from homeserver.protocol.ids import parse_server_name
+from homeserver.protocol.ids import is_valid_user_id, parse_server_name
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS
 
 from .schema import (
@@ -47,10 +47,12 @@ from .schema import (
     JoinRatelimits,
     ListenerConfig,
     LoginRatelimits,
+    LoginViaExistingSession,
     MediaUploadLimit,
     OldSigningKey,
     RatelimitingConfig,
     RatelimitSettings,
+    SupportContact,
     TrustedKeyServer,
 )
 
@@ -373,6 +375,7 @@ def _build(root: _Node, r: _Reader, config_path: str | None) -> Config:
     extra_wk = root.get("extra_well_known_client_content", {})
     if not isinstance(extra_wk, dict):
         raise root.error("extra_well_known_client_content", "must be a mapping")
+    support_contacts, support_page = _support(root)
 
     # federation / outbound
     whitelist = root.str_list("federation_domain_whitelist", None)
@@ -411,6 +414,8 @@ def _build(root: _Node, r: _Reader, config_path: str | None) -> Config:
         media_store_path=root.file_path("media_store_path", None) or r.path("media_store"),
         serve_server_wellknown=root.boolean("serve_server_wellknown", d("serve_server_wellknown")),
         extra_well_known_client_content=extra_wk,
+        support_contacts=support_contacts,
+        support_page=support_page,
         old_signing_keys=old_signing_keys,
         key_refresh_interval_ms=key_refresh_interval_ms,
         trusted_key_servers=trusted_key_servers,
@@ -430,6 +435,7 @@ def _build(root: _Node, r: _Reader, config_path: str | None) -> Config:
         bcrypt_rounds=root.integer("bcrypt_rounds", d("bcrypt_rounds"), 4, 31),
         refreshable_access_token_lifetime_ms=root.positive_duration(
             "refreshable_access_token_lifetime", d("refreshable_access_token_lifetime_ms")),
+        login_via_existing_session=_login_via_existing_session(root),
         turn_uris=tuple(root.str_list("turn_uris", [])),
         turn_shared_secret=root.string("turn_shared_secret", None),
         turn_username=root.string("turn_username", None),
@@ -755,6 +761,62 @@ def _media_retention(root: _Node) -> dict:
         out[f"{key}_ms"] = sec.positive_duration(key) if sec.has(key) else None
     sec.finish()
     return out
+
+
+def _login_via_existing_session(root: _Node) -> LoginViaExistingSession:
+    """login_via_existing_session: {enabled, require_ui_auth, token_timeout} (Synapse's section)."""
+    default = LoginViaExistingSession()
+    sec = root.section("login_via_existing_session")
+    if sec is None:
+        return default
+    value = LoginViaExistingSession(
+        enabled=sec.boolean("enabled", default.enabled),
+        require_ui_auth=sec.boolean("require_ui_auth", default.require_ui_auth),
+        token_timeout_ms=sec.positive_duration("token_timeout", default.token_timeout_ms))
+    sec.finish()
+    return value
+
+
+# support.yaml roles: the two the spec defines, or a namespaced identifier (appendices.md
+# "Common Namespaced Identifier Grammar") outside the reserved m. namespace.
+_SUPPORT_ROLES = ("m.role.admin", "m.role.security")
+_NAMESPACED_ID = re.compile(r"[a-z][a-z0-9_\-]*(\.[a-z0-9_\-]+)+")
+
+
+def _support(root: _Node) -> tuple[tuple[SupportContact, ...], str | None]:
+    """support_contacts (a list of {role, matrix_id, email_address}) and support_page (an
+    http(s) URL), published in /.well-known/matrix/support (support.yaml)."""
+    page = root.string("support_page", None)
+    if page is not None:
+        parts = urlsplit(page)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise root.error("support_page", f"must be an http:// or https:// URL (got {page!r})")
+    raw = root.get("support_contacts", [])
+    if not isinstance(raw, list):
+        raise root.error("support_contacts", "must be a list of {role, matrix_id, email_address} entries")
+    contacts = []
+    for i, item in enumerate(raw):
+        path = f"support_contacts[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(path, "must be a mapping with role and matrix_id and/or email_address")
+        node = _Node(item, path, root.reader)
+        role = node.string("role")
+        if role not in _SUPPORT_ROLES and (role.startswith("m.") or len(role) > 255
+                                           or not _NAMESPACED_ID.fullmatch(role)):
+            raise node.error("role", f"must be m.role.admin, m.role.security or a namespaced identifier "
+                                     f"like org.example.role (got {role!r})")
+        matrix_id = node.string("matrix_id", None)
+        if matrix_id is not None and not is_valid_user_id(matrix_id):
+            raise node.error("matrix_id", f"must be a Matrix user ID like @admin:example.org (got {matrix_id!r})")
+        email = node.string("email_address", None)
+        if email is not None and (email.count("@") != 1 or email.startswith("@") or email.endswith("@")
+                                  or any(c.isspace() for c in email)):
+            raise node.error("email_address", f"must be an email address (got {email!r})")
+        if matrix_id is None and email is None:
+            raise ConfigError(path, "needs matrix_id, email_address or both")
+        contacts.append(SupportContact(role=role, matrix_id=matrix_id, email_address=email))
+        node.finish()
+    return tuple(contacts), page
 
 
 def _ratelimit(node: _Node, key: str, default: RatelimitSettings | None) -> RatelimitSettings | None:

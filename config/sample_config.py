@@ -204,6 +204,18 @@ serve_server_wellknown: false
 # Default {{}}.
 extra_well_known_client_content: {{}}
 
+# uzel keys (Synapse has none): publish GET /.well-known/matrix/support (MSC1929), how to reach the
+# server's administrators. support_contacts: entries of role (m.role.admin, m.role.security or a
+# namespaced role) with matrix_id and/or email_address; support_page: an http(s) URL. While both
+# are unset the endpoint answers 404. Example:
+#   support_contacts:
+#     - {{role: m.role.admin, matrix_id: "@admin:example.org", email_address: admin@example.org}}
+#     - {{role: m.role.security, email_address: security@example.org}}
+#   support_page: https://example.org/matrix-help
+# Default [] and null.
+support_contacts: []
+support_page: null
+
 ## Listeners ##
 
 # Each listener: port; bind_addresses (default ["::", "0.0.0.0"] when omitted); type (uzel serves
@@ -287,6 +299,12 @@ bcrypt_rounds: 12
 # "refresh_token": true at login or registration); the client then refreshes them. Access tokens
 # without a refresh token do not expire. Default 5m.
 refreshable_access_token_lifetime: 5m
+
+# Let signed-in users create single-use login tokens (POST /_matrix/client/v1/login/get_token) to
+# sign in another device with m.login.token (Synapse's section). enabled: default false (the
+# endpoint answers 404 M_UNRECOGNIZED); require_ui_auth: ask for the account password on every
+# request, default true; token_timeout: how long a token stays usable, default 5m.
+login_via_existing_session: {{enabled: false, require_ui_auth: true, token_timeout: 5m}}
 
 ## Rooms ##
 

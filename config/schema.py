@@ -177,6 +177,28 @@ class MediaUploadLimit:
 
 
 @dataclass(frozen=True)
+class LoginViaExistingSession:
+    """``login_via_existing_session`` (Synapse's section): whether signed-in users may mint
+    single-use m.login.token tokens with POST /_matrix/client/v1/login/get_token (client-server-api
+    "Login", login_token.yaml), for signing in another device."""
+
+    enabled: bool = False
+    require_ui_auth: bool = True  # re-prompt for the password on every request (the spec's MUST)
+    token_timeout_ms: int = 5 * 60 * 1000  # YAML key: token_timeout
+
+
+@dataclass(frozen=True)
+class SupportContact:
+    """One ``support_contacts`` entry, published in /.well-known/matrix/support (support.yaml):
+    a role (m.role.admin, m.role.security or a namespaced one) and at least one of a Matrix user
+    ID and an email address."""
+
+    role: str
+    matrix_id: str | None = None
+    email_address: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration. See config/sample_config.py for each key's meaning."""
 
@@ -189,6 +211,9 @@ class Config:
     media_store_path: str
     serve_server_wellknown: bool = False
     extra_well_known_client_content: dict = field(default_factory=dict)
+    # /.well-known/matrix/support (uzel keys; Synapse has none): served only when one is set.
+    support_contacts: tuple[SupportContact, ...] = ()
+    support_page: str | None = None
 
     # --- signing keys and key servers ---
     old_signing_keys: dict[str, OldSigningKey] = field(default_factory=dict)  # by key_id
@@ -213,6 +238,7 @@ class Config:
     # Lifetime of access tokens that come with a refresh token (YAML key:
     # refreshable_access_token_lifetime). Tokens without a refresh token never expire.
     refreshable_access_token_lifetime_ms: int = 5 * 60 * 1000
+    login_via_existing_session: LoginViaExistingSession = LoginViaExistingSession()
 
     # --- VoIP (GET /voip/turnServer; Synapse's keys) ---
     turn_uris: tuple[str, ...] = ()
