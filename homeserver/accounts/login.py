@@ -13,6 +13,7 @@ from homeserver.storage.accounts_store import AccountsStore
 
 from .auth import AuthService
 from .devices import DeviceService
+from .login_token_issuer import login_via_existing_session
 from .passwords import PasswordHasher
 from .ratelimit import Ratelimiter
 
@@ -32,8 +33,10 @@ class LoginService:
         self.login_types: dict = {}
 
     def login_flows(self) -> list[dict]:
-        """GET /login (login.yaml): password and single-use login tokens."""
-        return [{"type": PASSWORD_TYPE}, {"type": TOKEN_TYPE, "get_login_token": False}] + \
+        """GET /login (login.yaml): password and single-use login tokens; ``get_login_token``
+        says whether POST /login/get_token is served (login_via_existing_session.enabled)."""
+        get_login_token = login_via_existing_session(self.hs.config).enabled
+        return [{"type": PASSWORD_TYPE}, {"type": TOKEN_TYPE, "get_login_token": get_login_token}] + \
             [{"type": t} for t in self.login_types]
 
     async def login(self, body: dict, client_ip: str, request=None) -> dict:

@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 from homeserver.accounts.auth import AuthService
+from homeserver.accounts.login_token_issuer import LoginTokenIssuer
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS
 
 
 def register_routes(hs, router) -> None:
     auth = hs.get(AuthService)
+    login_tokens = hs.get(LoginTokenIssuer)
 
     async def capabilities(request):
         """GET /_matrix/client/v3/capabilities: password changes and profile edits allowed
         (m.profile_fields, and the deprecated m.set_displayname / m.set_avatar_url), no
-        3PID changes and no login-token generation; every known room version is stable and the
+        3PID changes, login-token generation (POST /login/get_token) as configured by
+        login_via_existing_session.enabled; every known room version is stable and the
         configured default ("12" unless set) is offered."""
         await auth.get_requester(request, allow_guest=True)
         return 200, {"capabilities": {
@@ -26,7 +29,7 @@ def register_routes(hs, router) -> None:
             "m.set_displayname": {"enabled": True},
             "m.set_avatar_url": {"enabled": True},
             "m.3pid_changes": {"enabled": False},
-            "m.get_login_token": {"enabled": False},
+            "m.get_login_token": {"enabled": login_tokens.enabled},
         }}
 
     router.add_client("GET", "/capabilities", capabilities)
