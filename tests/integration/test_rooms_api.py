@@ -216,7 +216,8 @@ def test_join_unknown_room_and_alias_is_not_found(server):
     status, resp = join(server, bt, "!nothere:test.local")
     assert status == 404 and resp["errcode"] == "M_NOT_FOUND"
     status, resp = join(server, bt, "!nothere:elsewhere.example", via="elsewhere.example")
-    assert status == 404 and resp["errcode"] == "M_NOT_FOUND" and "No known servers" in resp["error"]
+    # No server in via can be reached: nobody can help with the join.
+    assert status == 404 and resp["errcode"] == "M_NOT_FOUND"
     status, resp = join(server, bt, "#nothere:test.local")
     assert status == 404 and resp["errcode"] == "M_NOT_FOUND"
     status, resp = join(server, bt, "nonsense")
