@@ -22,6 +22,12 @@ class Route:
     segments: tuple[str, ...]
     handler: Handler
     resource: str
+    order: int = 0  # registration order: the first matching route wins
+
+    @property
+    def fixed_length(self) -> bool:
+        """Whether the route matches only paths of exactly its number of segments."""
+        return not any(t.startswith("{") and t[-2:] in ("?}", "*}") for t in self.segments)
 
 
 @dataclass
@@ -35,11 +41,27 @@ class Router:
     def __init__(self) -> None:
         # Routes indexed by their first four literal segments ("", "_matrix", "client", "v3").
         self._by_prefix: dict[tuple[str, ...], list[Route]] = {}
+        # The candidates for (prefix, number of path segments), in registration order: the
+        # prefix's fixed-length routes of that length and its variable-length ones. Built lazily.
+        self._candidates: dict[tuple[tuple[str, ...], int], list[Route]] = {}
+        self._count = 0
 
     def add(self, method: str, template: str, handler: Handler, resource: str = "client") -> None:
         segments = tuple(template.split("/"))
-        route = Route(method.upper(), template, segments, handler, resource)
+        route = Route(method.upper(), template, segments, handler, resource, self._count)
+        self._count += 1
         self._by_prefix.setdefault(self._prefix(segments), []).append(route)
+        self._candidates.clear()
+
+    def _routes_for(self, prefix: tuple[str, ...], length: int) -> list[Route]:
+        key = (prefix, length)
+        routes = self._candidates.get(key)
+        if routes is None:
+            routes = [r for r in self._by_prefix.get(prefix, ())
+                      if not r.fixed_length or len(r.segments) == length]
+            if len(self._candidates) < 10_000:
+                self._candidates[key] = routes
+        return routes
 
     def add_client(self, method: str, path: str, handler: Handler, versions=("v3", "r0")) -> None:
         """Register ``path`` (after ``/_matrix/client/<version>``) for each version."""
@@ -59,7 +81,10 @@ class Router:
         segments = raw_path.split("/")
         allowed: set[str] = set()
         for n in range(min(4, len(segments)), 0, -1):
-            for route in self._by_prefix.get(tuple(segments[:n]), ()):
+            prefix = tuple(segments[:n])
+            if prefix not in self._by_prefix:
+                continue
+            for route in self._routes_for(prefix, len(segments)):
                 if resources is not None and route.resource not in resources:
                     continue
                 params = _match_segments(route.segments, segments)
