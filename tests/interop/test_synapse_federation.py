@@ -350,6 +350,35 @@ def test_media_both_ways(servers, users):
         assert got.status_code == 200 and got.content == data, (got.status_code, got.text[:500])
 
 
+def test_images_and_thumbnails_both_ways(servers, users):
+    """An image uploaded on either server is downloaded and thumbnailed by the other's users
+    (thumbnails decoded with Pillow: format and size)."""
+    import io
+
+    from PIL import Image
+    uzel, synapse = servers
+    ursula, sam = users["ursula"], users["sam"]
+    buf = io.BytesIO()
+    Image.new("RGB", (640, 480), (30, 160, 90)).save(buf, "PNG")
+    data = buf.getvalue()
+    for owner, owner_token, reader, reader_token in ((uzel, ursula[1], synapse, sam[1]),
+                                                     (synapse, sam[1], uzel, ursula[1])):
+        status, resp = api(owner.base_url, "POST", "/_matrix/media/v3/upload", owner_token, data=data,
+                           headers={"Content-Type": "image/png"}, params={"filename": "field.png"})
+        assert status == 200, resp
+        server_name, media_id = resp["content_uri"][len("mxc://"):].split("/")
+        base = f"{reader.base_url}/_matrix/client/v1/media"
+        auth = {"Authorization": f"Bearer {reader_token}"}
+        got = requests.get(f"{base}/download/{q(server_name)}/{media_id}", headers=auth, timeout=60)
+        assert got.status_code == 200 and got.content == data, (got.status_code, got.text[:500])
+        assert "field.png" in got.headers.get("Content-Disposition", "")
+        thumb = requests.get(f"{base}/thumbnail/{q(server_name)}/{media_id}", headers=auth, timeout=60,
+                             params={"width": 32, "height": 32, "method": "crop"})
+        assert thumb.status_code == 200, thumb.text[:500]
+        im = Image.open(io.BytesIO(thumb.content))
+        assert im.size == (32, 32) and im.format in ("PNG", "JPEG")
+
+
 def test_delivery_after_the_other_side_was_down(servers, users):
     uzel, synapse = servers
     ursula, sam = users["ursula"], users["sam"]
