@@ -214,6 +214,8 @@ class FederationMembershipHandler:
             stored = await self.fed_events.receive_pdu(origin, event)
         except PduRejected as e:
             raise forbidden(str(e)) from None
+        finally:
+            self.sender.forget_relay(event.event_id)  # used by now, unless the event was refused
         meta = (await self.store.get_event_metas([event.event_id])).get(event.event_id)
         if stored.rejected_reason is not None or meta is None or meta.soft_failed:
             raise forbidden(f"The {membership} event was not accepted: {stored.rejected_reason or 'soft-failed'}")

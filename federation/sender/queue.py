@@ -114,6 +114,9 @@ class FederationSender:
         resident side of send_join/send_leave/send_knock); ``exclude`` the server it came from."""
         self._relay[event_id] = set(exclude)
 
+    def forget_relay(self, event_id: str) -> None:
+        self._relay.pop(event_id, None)
+
     async def servers_in_room(self, room_id: str) -> set[str]:
         """Servers with joined members in the room (us excluded)."""
         members = await self.hs.get(RoomEventService).get_joined_members(room_id)
