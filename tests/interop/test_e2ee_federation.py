@@ -1,8 +1,8 @@
 """End-to-end encryption across federation with real crypto clients: matrix-nio (vodozemac) on
 two homeservers that federate on loopback.
 
-alice (on uzel A) creates an encrypted room and invites bob (on uzel B, or on a real Synapse);
-bob joins over federation. Each client finds the other's devices through a remote
+alice (on uzel A) creates an encrypted room and invites bob (on uzel B; or one of them on a real
+Synapse, with the fixture of test_synapse_federation.py); bob joins over federation. Each client finds the other's devices through a remote
 ``/user/keys/query``, claims a one-time key through a remote ``/user/keys/claim``, and ships the
 Megolm room key in an ``m.direct_to_device`` EDU; each decrypts what the other sent. Then bob
 logs in a second device: its key upload becomes an ``m.device_list_update`` EDU, alice's /sync
@@ -23,6 +23,7 @@ import pytest
 
 from tests.integration.harness import free_port, register_user, stop_server, write_config
 from tests.integration.test_federation_rooms import Node, start
+from tests.interop.test_synapse_federation import servers  # noqa: F401  (the uzel + Synapse fixture)
 
 nio = pytest.importorskip("nio")
 pytest.importorskip("vodozemac")
@@ -203,5 +204,20 @@ def test_nio_clients_on_two_uzels_exchange_encrypted_messages_and_a_new_device_g
     except BaseException as e:
         logs = "\n".join(f"--- {n.name}\n{n.log()[-4000:]}" for n in nodes)
         raise AssertionError(f"{e!r}\n{logs}") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("alice_on", ["uzel", "synapse"])
+def test_nio_clients_on_uzel_and_synapse_exchange_encrypted_messages_and_a_new_device_gets_the_keys(
+        servers, alice_on):  # noqa: F811
+    uzel, synapse = servers
+    alice_server, bob_server = (uzel, synapse) if alice_on == "uzel" else (synapse, uzel)
+    tmp = tempfile.mkdtemp(prefix="uzel-e2ee-syn-")
+    try:
+        asyncio.run(asyncio.wait_for(
+            _exchange_across_servers(alice_server.base_url, bob_server.base_url, tmp, alice_on[0]), 4 * WAIT_S))
+    except BaseException as e:
+        raise AssertionError(f"{e!r}\n--- uzel\n{uzel.log()[-5000:]}\n--- synapse\n{synapse.log()[-5000:]}") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
