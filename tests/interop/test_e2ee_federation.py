@@ -2,15 +2,16 @@
 two homeservers that federate on loopback.
 
 alice (on uzel A) creates an encrypted room and invites bob (on uzel B; or one of them on a real
-Synapse, with the fixture of test_synapse_federation.py); bob joins over federation. Each client finds the other's devices through a remote
-``/user/keys/query``, claims a one-time key through a remote ``/user/keys/claim``, and ships the
+Synapse, with the fixture of test_synapse_federation.py); bob joins over federation. Each client
+finds the other's devices through a remote ``/user/keys/query``, claims a one-time key through a remote ``/user/keys/claim``, and ships the
 Megolm room key in an ``m.direct_to_device`` EDU; each decrypts what the other sent. Then bob
 logs in a second device: its key upload becomes an ``m.device_list_update`` EDU, alice's /sync
 lists bob in ``device_lists.changed``, her key query finds the new device, and the new device
-decrypts her next message (server-server-api.md "Device Management", "End-to-End Encryption",
+decrypts her next message; when bob logs it out, alice's client learns that the same way
+(server-server-api.md "Device Management", "End-to-End Encryption",
 "Send-to-device messaging"; end_to_end_encryption.md "Tracking the device list for a user").
 
-Every wait is bounded (WAIT_S); the servers only ever see ciphertext."""
+Every wait is bounded (WAIT_S); both servers' timelines hold only m.room.encrypted messages."""
 from __future__ import annotations
 
 import asyncio
@@ -18,10 +19,11 @@ import os
 import shutil
 import tempfile
 import time
+from urllib.parse import quote
 
 import pytest
 
-from tests.integration.harness import free_port, register_user, stop_server, write_config
+from tests.integration.harness import api, free_port, register_user, stop_server, write_config
 from tests.integration.test_federation_rooms import Node, start
 from tests.interop.test_synapse_federation import servers  # noqa: F401  (the uzel + Synapse fixture)
 
@@ -139,6 +141,15 @@ async def _send_encrypted(client, room_id: str, body: str) -> None:
     assert isinstance(resp, nio.RoomSendResponse), resp
 
 
+def _assert_only_ciphertext(client, room_id: str) -> None:
+    """The room's timeline on the client's server, read raw: every message is m.room.encrypted."""
+    status, resp = api(client.homeserver, "GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/messages",
+                       client.access_token, params={"dir": "b", "limit": "100"})
+    assert status == 200, resp
+    messages = [e for e in resp["chunk"] if "state_key" not in e]
+    assert len(messages) >= 3 and {e["type"] for e in messages} == {"m.room.encrypted"}, messages
+
+
 def _joined(client, room_id: str, user_id: str):
     def check(_resp) -> bool:
         room = client.rooms.get(room_id)
@@ -190,6 +201,16 @@ async def _exchange_across_servers(alice_url: str, bob_url: str, tmp: str, tag: 
         for device in (bob2, bob):
             got = await _receive_text(device, room_id, "hello both of bob's devices")
             assert got.sender == alice.user_id
+
+        # bob logs the second device out: its deletion reaches A the same way, and alice's
+        # client drops the device.
+        assert isinstance(await bob2.logout(), nio.LogoutResponse)
+        await _sync_until(alice, "bob's device list change after the logout",
+                          lambda r: bob2.device_id not in {d.id for d in alice.device_store.active_user_devices(
+                              bob.user_id)})
+        assert bob.device_id in {d.id for d in alice.device_store.active_user_devices(bob.user_id)}
+        for c in (alice, bob):
+            _assert_only_ciphertext(c, room_id)
     finally:
         for c in (alice, bob, bob2):
             if c is not None:
