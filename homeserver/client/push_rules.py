@@ -344,10 +344,9 @@ class EventFacts:
     """One event as the push rules see it, shared by the evaluations of all its recipients.
 
     Property lookups and condition outcomes are memoised by the condition's *value* (kind, key,
-    pattern or value): every input of a condition except the recipient's display name is the
-    same for all recipients (the user ID enters rules only as a literal of their personalised
-    conditions), so a room of N members with the default rules evaluates each distinct
-    condition once, not N times."""
+    pattern or value, and the recipient only for conditions that name it): every other input of
+    a condition is the same for all recipients, so a room of N members evaluates each distinct
+    condition once per event, not N times."""
 
     __slots__ = ("event", "member_count", "power_levels", "sender_level", "_paths", "memo")
 
@@ -389,13 +388,14 @@ def _name_regex(name: str) -> re.Pattern:
     return re.compile(_WORD_BEFORE + re.escape(name) + _WORD_AFTER, re.IGNORECASE)
 
 
-def _never(facts: EventFacts, display_name: str | None) -> bool:
+# A predicate is ``predicate(facts, user_id, display_name) -> bool``.
+def _never(facts: EventFacts, user_id: str, display_name: str | None) -> bool:
     return False
 
 
 def _memoised(memo_key: tuple, test):
-    """A condition predicate whose outcome is computed once per event (see EventFacts)."""
-    def predicate(facts: EventFacts, display_name: str | None) -> bool:
+    """A predicate whose outcome is computed once per event (see EventFacts)."""
+    def predicate(facts: EventFacts, user_id: str, display_name: str | None) -> bool:
         result = facts.memo.get(memo_key)
         if result is None:
             result = facts.memo[memo_key] = bool(test(facts))
@@ -408,15 +408,24 @@ def _typed(value: Any) -> tuple:
     return (type(value).__name__, value)
 
 
-def compile_condition(cond: Mapping):
-    """One condition of push.md "Conditions" as ``predicate(facts, display_name) -> bool``;
-    unknown kinds and malformed parameters never match."""
+def compile_condition(cond: Mapping, template: bool = False):
+    """One condition of push.md "Conditions" as ``predicate(facts, user_id, display_name)``;
+    unknown kinds and malformed parameters never match. In a template ruleset (see
+    :class:`CompiledRuleset`) the pattern or value ``[the user's Matrix ID]`` stands for the
+    recipient."""
     kind = cond.get("kind")
     if kind == "event_match":
         key, pattern = cond.get("key"), cond.get("pattern")
         if not isinstance(key, str) or not isinstance(pattern, str):
             return _never
         word_boundary = key == "content.body"
+        if template and pattern == _ME:
+            def event_match_me(facts: EventFacts, user_id: str | None, display_name: str | None) -> bool:
+                if user_id is None:
+                    return False
+                value = facts.lookup(key)
+                return isinstance(value, str) and glob_matches(user_id, value, word_boundary=word_boundary)
+            return event_match_me
         regex = _glob_regex(pattern, word_boundary)
         match = regex.search if word_boundary else regex.fullmatch
 
@@ -429,6 +438,18 @@ def compile_condition(cond: Mapping):
         if not isinstance(key, str) or "value" not in cond or not _is_simple(cond["value"]):
             return _never  # exact_equal never holds for a compound value
         wanted = cond["value"]
+        if template and wanted == _ME:
+            if kind == "event_property_is":
+                def property_is_me(facts: EventFacts, user_id: str | None, display_name: str | None) -> bool:
+                    return user_id is not None and facts.lookup(key) == user_id
+                return property_is_me
+
+            def property_contains_me(facts: EventFacts, user_id: str | None, display_name: str | None) -> bool:
+                if user_id is None:
+                    return False
+                value = facts.lookup(key)
+                return isinstance(value, list) and user_id in value
+            return property_contains_me
         if kind == "event_property_is":
             def property_is(facts: EventFacts) -> bool:
                 value = facts.lookup(key)
@@ -440,7 +461,7 @@ def compile_condition(cond: Mapping):
             return isinstance(value, list) and any(exact_equal(item, wanted) for item in value)
         return _memoised((kind, key, _typed(wanted)), property_contains)
     if kind == "contains_display_name":
-        def contains_display_name(facts: EventFacts, display_name: str | None) -> bool:
+        def contains_display_name(facts: EventFacts, user_id: str, display_name: str | None) -> bool:
             if not display_name:
                 return False
             memo_key = ("contains_display_name", display_name)
@@ -458,7 +479,7 @@ def compile_condition(cond: Mapping):
             return _never
         op, n = m.group(1) or "==", int(m.group(2))
         compare = {"==": operator.eq, "<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}[op]
-        return lambda facts, display_name: compare(facts.member_count, n)
+        return lambda facts, user_id, display_name: compare(facts.member_count, n)
     if kind == "sender_notification_permission":
         key = cond.get("key")
         if not isinstance(key, str):
@@ -473,27 +494,27 @@ def compile_condition(cond: Mapping):
     return _never
 
 
-def compile_rule(kind: str, rule: Mapping):
-    """Whether an enabled rule matches, as ``predicate(facts, display_name)``, or None for a rule
-    that never matches (disabled, malformed): explicit conditions for override/underride, the
-    implied ones for content (pattern on content.body), room (room_id) and sender (sender)."""
+def compile_rule(kind: str, rule: Mapping, template: bool = False):
+    """Whether an enabled rule matches, as a predicate, or None for a rule that never matches
+    (disabled, malformed): explicit conditions for override/underride, the implied ones for
+    content (pattern on content.body), room (room_id) and sender (sender)."""
     if not rule.get("enabled", True):
         return None
     if kind in ("override", "underride"):
         conditions = rule.get("conditions") or []
         if not all(type(c) is dict or isinstance(c, _AbcMapping) for c in conditions):
             return None
-        predicates = tuple(compile_condition(c) for c in conditions)
+        predicates = tuple(compile_condition(c, template) for c in conditions)
         if _never in predicates:
             return None
         if not predicates:
-            return lambda facts, display_name: True
+            return lambda facts, user_id, display_name: True
         if len(predicates) == 1:
             return predicates[0]
 
-        def all_of(facts: EventFacts, display_name: str | None) -> bool:
+        def all_of(facts: EventFacts, user_id: str, display_name: str | None) -> bool:
             for p in predicates:
-                if not p(facts, display_name):
+                if not p(facts, user_id, display_name):
                     return False
             return True
         return all_of
@@ -501,10 +522,12 @@ def compile_rule(kind: str, rule: Mapping):
         pattern = rule.get("pattern")
         if not isinstance(pattern, str):
             return None
-        return compile_condition({"kind": "event_match", "key": "content.body", "pattern": pattern})
+        return compile_condition({"kind": "event_match", "key": "content.body", "pattern": pattern}, template)
     if kind in ("room", "sender"):
         field_name, wanted = ("room_id" if kind == "room" else "sender"), rule.get("rule_id")
-        return lambda facts, display_name: facts.event.get(field_name) == wanted
+        if template and wanted == _ME:
+            return lambda facts, user_id, display_name: user_id is not None and facts.event.get(field_name) == user_id
+        return lambda facts, user_id, display_name: facts.event.get(field_name) == wanted
     return None
 
 
@@ -521,24 +544,66 @@ def _required_type(kind: str, rule: Mapping) -> str | None:
     return None
 
 
+def _personal_conditions(rules: Mapping[str, Iterable[Mapping]]) -> tuple[list[tuple[str, str]], bool]:
+    """The ``(kind, key)`` of a template's conditions naming the recipient, and whether any
+    rule depends on the recipient otherwise (display names, or the placeholder elsewhere)."""
+    personal: list[tuple[str, str]] = []
+    other = False
+    for kind in KINDS:
+        for rule in rules.get(kind, ()):
+            if not rule.get("enabled", True):
+                continue
+            if kind == "content" or (kind in ("room", "sender") and rule.get("rule_id") == _ME):
+                other = other or _ME in str(rule)
+                continue
+            for cond in rule.get("conditions") or ():
+                if not isinstance(cond, dict):
+                    continue
+                c_kind = cond.get("kind")
+                if c_kind == "contains_display_name":
+                    other = True
+                elif cond.get("pattern") == _ME or cond.get("value") == _ME:
+                    if c_kind in ("event_match", "event_property_is", "event_property_contains") \
+                            and isinstance(cond.get("key"), str) and cond.get("key") != "content.body":
+                        personal.append((c_kind, cond["key"]))
+                    else:
+                        other = True
+    return personal, other
+
+
+def is_plain_user_id(user_id: str) -> bool:
+    """A user ID made of lower-case ASCII without glob characters: a case-insensitive glob of it
+    matches exactly the ASCII strings that lower-case to it (what :class:`CompiledRuleset`'s
+    ``users_to_check`` relies on)."""
+    return user_id.isascii() and user_id == user_id.lower() and "*" not in user_id and "?" not in user_id
+
+
 class CompiledRuleset:
     """A ruleset (:func:`merge_ruleset`'s form) turned into predicates once; evaluating an event
     for a recipient is then a walk over them with the event's shared :class:`EventFacts`. The
     rules are indexed by the event type they require, so an event only meets the rules that can
-    match its type."""
+    match its type.
 
-    __slots__ = ("_rules", "_by_type")
+    A *template* is a ruleset whose personalised parts still hold the placeholder
+    ``[the user's Matrix ID]`` (:func:`default_ruleset`, shared by every user without rules of
+    their own): evaluated for a recipient, the placeholder is that user. For an event,
+    :meth:`users_to_check` names the plain user IDs for whom a placeholder condition can hold;
+    every other plain recipient gets the answer for nobody (:meth:`evaluate_for_nobody`)."""
 
-    def __init__(self, rules: Mapping[str, Iterable[Mapping]]):
+    __slots__ = ("_rules", "_by_type", "_personal", "_personal_other")
+
+    def __init__(self, rules: Mapping[str, Iterable[Mapping]], *, template: bool = False):
         compiled = []
         for kind in KINDS:
             for rule in rules.get(kind, ()):
-                predicate = compile_rule(kind, rule)
+                predicate = compile_rule(kind, rule, template)
                 if predicate is not None:
                     compiled.append((_required_type(kind, rule), predicate,
                                      tuple(strip_historical(rule.get("actions") or []))))
         self._rules = tuple(compiled)
         self._by_type: dict[str, tuple] = {}
+        # Only a template can tell whose answer differs from nobody's; a user's own ruleset cannot.
+        self._personal, self._personal_other = _personal_conditions(rules) if template else ([], True)
 
     def _rules_for(self, event_type: Any) -> tuple:
         key = event_type.lower() if isinstance(event_type, str) else ""
@@ -556,9 +621,45 @@ class CompiledRuleset:
         if event.get("sender") == user_id:
             return []
         for predicate, actions in self._rules_for(event.get("type")):
-            if predicate(facts, display_name):
+            if predicate(facts, user_id, display_name):
                 return list(actions)
         return []
+
+    def evaluate_for_nobody(self, facts: EventFacts) -> list:
+        """The answer of a template for a recipient no placeholder condition names (see
+        :meth:`users_to_check`) and without a display name."""
+        for predicate, actions in self._rules_for(facts.event.get("type")):
+            if predicate(facts, None, None):
+                return list(actions)
+        return []
+
+    def users_to_check(self, facts: EventFacts) -> set[str] | None:
+        """The plain user IDs (:func:`is_plain_user_id`) for whom a placeholder condition of
+        this template may hold for the event; None when any recipient may differ (then each
+        must be evaluated). A ruleset that is not a template names nobody."""
+        if self._personal_other:
+            return None
+        out: set[str] = set()
+        for kind, key in self._personal:
+            value = facts.lookup(key)
+            if kind == "event_match":
+                if isinstance(value, str):
+                    if not value.isascii():
+                        return None  # case-insensitive matching beyond ASCII: check everyone
+                    out.add(value.lower())
+            elif kind == "event_property_is":
+                if isinstance(value, str):
+                    out.add(value)
+            elif isinstance(value, list):
+                out.update(v for v in value if isinstance(v, str))
+        return out
+
+
+@lru_cache(maxsize=1)
+def default_ruleset() -> CompiledRuleset:
+    """The server-default rules as a template (see :class:`CompiledRuleset`): what every user
+    without push rules of their own is evaluated with."""
+    return CompiledRuleset(default_rules(_ME), template=True)
 
 
 def strip_historical(actions: Iterable) -> list:

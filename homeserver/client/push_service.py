@@ -40,6 +40,15 @@ class PushRulesService:
         self._generation = 0  # bumped by every write, so a read that raced one is not cached
         #: user -> (the cached ruleset it was compiled from, the compiled form)
         self._compiled: dict[str, tuple[dict, push_rules.CompiledRuleset]] = {}
+        #: Users who have (or had) push rules of their own or changed a default one; everyone
+        #: else is evaluated with the shared template push_rules.default_ruleset().
+        self.customised_users: set[str] = set(self.store.db.run_sync(
+            "push_rules_customised_users", self._customised_users_txn))
+
+    @staticmethod
+    def _customised_users_txn(txn) -> list[str]:
+        txn.execute("SELECT user_id FROM push_rules UNION SELECT user_id FROM push_rule_default_changes")
+        return [r[0] for r in txn.fetchall()]
 
     async def get_ruleset(self, user_id: str) -> dict:
         """The user's whole ruleset in client format and priority order (push_ruleset.yaml);
@@ -72,6 +81,7 @@ class PushRulesService:
         return compiled
 
     async def _write(self, user_id: str, fn):
+        self.customised_users.add(user_id)  # before the write: never evaluated with stale defaults
         try:
             return await self.account_data.write(user_id, fn)
         finally:

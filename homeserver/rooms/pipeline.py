@@ -22,6 +22,7 @@ Spec: server-server-api.md "Checks performed on receipt of a PDU", "Rejection", 
 """
 from __future__ import annotations
 
+import bisect
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -595,9 +596,14 @@ class RoomEventService:
                 self.state.set_snapshot(snap)
             delta = item.current_state
             if delta is not None and (delta.memberships or delta.memberships_removed):
-                self._joined_members.invalidate(room_id)
-                for user in [u for u, _, _, _ in delta.memberships] + delta.memberships_removed:
-                    self._joined_rooms.invalidate(user)
+                # The member caches take the change as it is (no reload of a big room per join).
+                joined = {u for u, m, _, _ in delta.memberships if m == "join"}
+                gone = {u for u, m, _, _ in delta.memberships if m != "join"} | set(delta.memberships_removed)
+                self._joined_members.update(room_id, lambda members: _sorted_changed(members, joined, gone))
+                for user in joined:
+                    self._joined_rooms.update(user, lambda rooms: _sorted_changed(rooms, {room_id}, ()))
+                for user in gone:
+                    self._joined_rooms.update(user, lambda rooms: _sorted_changed(rooms, (), {room_id}))
             if item.in_timeline and item.stream_ordering is not None:
                 users = [u for u, _, _, _ in delta.memberships] if delta is not None else []
                 self.notifier.notify("events", item.stream_ordering, rooms=[room_id], users=users)
@@ -783,8 +789,9 @@ class RoomEventService:
         are cached per user)."""
         memberships = tuple(memberships)
         if memberships == ("join",):
-            return list(await self._joined_rooms.get(
-                user_id, lambda: self.store.get_rooms_for_user(user_id, memberships)))
+            async def load() -> list[str]:  # sorted here: the cache is kept sorted by Python's order
+                return sorted(await self.store.get_rooms_for_user(user_id, memberships))
+            return list(await self._joined_rooms.get(user_id, load))
         return await self.store.get_rooms_for_user(user_id, memberships)
 
 
@@ -801,25 +808,60 @@ class _RoomHead:
 
 
 class _GenerationCache:
-    """An LRU of values loaded from the database, where a load that raced with an invalidation
-    is not cached (the generation counter of the key moved while it ran)."""
+    """An LRU of values loaded from the database, where a load that raced with a change of its
+    key is not cached (the key's generation moved while it ran; generations are kept only for
+    keys being loaded)."""
 
     def __init__(self, size: int):
         self._cache = LruCache(size)
-        self._generation: dict[str, int] = {}
+        self._loading: dict[str, list[int]] = {}  # key -> [generation, loads in flight]
 
     async def get(self, key: str, load):
         value = self._cache.get(key)
         if value is None:
-            gen = self._generation.get(key, 0)
-            value = await load()
-            if self._generation.get(key, 0) == gen:
+            entry = self._loading.get(key)
+            if entry is None:
+                entry = self._loading[key] = [0, 0]
+            gen = entry[0]
+            entry[1] += 1
+            try:
+                value = await load()
+            finally:
+                entry[1] -= 1
+                if entry[1] == 0 and self._loading.get(key) is entry:
+                    del self._loading[key]
+            if entry[0] == gen:
                 self._cache.set(key, value)
         return value
 
     def invalidate(self, key: str) -> None:
-        self._generation[key] = self._generation.get(key, 0) + 1
+        entry = self._loading.get(key)
+        if entry is not None:
+            entry[0] += 1
         self._cache.pop(key)
+
+    def update(self, key: str, change) -> None:
+        """Apply a known change to the cached value (if any): ``change(old) -> new``."""
+        entry = self._loading.get(key)
+        if entry is not None:
+            entry[0] += 1
+        value = self._cache.get(key)
+        if value is not None:
+            self._cache.set(key, change(value))
+
+
+def _sorted_changed(values: list[str], add, remove) -> list[str]:
+    """A new sorted list: ``values`` (sorted) with ``add`` inserted and ``remove`` taken out."""
+    out = list(values)
+    for v in remove:
+        i = bisect.bisect_left(out, v)
+        if i < len(out) and out[i] == v:
+            del out[i]
+    for v in add:
+        i = bisect.bisect_left(out, v)
+        if i == len(out) or out[i] != v:
+            out.insert(i, v)
+    return out
 
 
 def _is_local(user_id: str, hostname: str) -> bool:

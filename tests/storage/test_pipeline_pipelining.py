@@ -186,3 +186,29 @@ async def test_transaction_ids_are_found_after_a_restart_and_for_devices_past_th
     assert await other.get_event_id_for_txn(ALICE, "D", "t2") == second.event_id
     assert await other.get_event_id_for_txn(ALICE, "D", "t3") is None
     assert other._txn_ids.get((ALICE, "D")) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_member_caches_follow_joins_and_leaves_without_reloading(hs):
+    svc = hs.get(RoomEventService)
+    store = hs.get(EventsStore)
+    room_id = await hs.get(RoomCreationService).create_room(ALICE, preset="public_chat")
+    other = await hs.get(RoomCreationService).create_room(BOB, preset="public_chat")
+    assert await svc.get_joined_members(room_id) == [ALICE]
+    assert await svc.get_rooms_for_user(BOB) == [other]
+    loads = []
+    original = store.get_members
+
+    async def spy(*args):
+        loads.append(args)
+        return await original(*args)
+    store.get_members = spy
+    users = [f"@u{i}:test.local" for i in (3, 1, 2)]
+    for user in users + [BOB]:
+        await svc.create_and_send_event(room_id, "m.room.member", {"membership": "join"}, user, user)
+    await svc.create_and_send_event(room_id, "m.room.member", {"membership": "leave"}, users[0], users[0])
+    assert await svc.get_joined_members(room_id) == sorted([ALICE, BOB, users[1], users[2]])
+    assert await svc.get_rooms_for_user(BOB) == sorted([room_id, other])
+    assert await svc.get_rooms_for_user(users[0]) == []
+    assert loads == []
+    assert await svc.get_joined_members(room_id) == await original(room_id, "join")
