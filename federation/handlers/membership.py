@@ -38,6 +38,7 @@ from homeserver.protocol.events import Event
 from homeserver.protocol.power_levels import get_named_level, get_user_power_level
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, EventFormat, RoomVersion, get_room_version
 from homeserver.protocol.signing import sign_event
+from homeserver.rooms.membership import MembershipService
 from homeserver.rooms.pipeline import MAX_PREV_EVENTS, RoomEventService
 from homeserver.rooms.serialize import STRIPPED_STATE_TYPES
 from homeserver.rooms.state import RoomStateService
@@ -299,6 +300,8 @@ class FederationMembershipHandler:
         await self.acl.check(origin, room_id)
         if not await self.hs.get(AccountsStore).user_exists(event.state_key):
             raise not_found("Unknown user")
+        # client-server-api modules/invite_permission.md: 403 M_INVITE_BLOCKED (v1.18).
+        await self.hs.get(MembershipService).check_invite_permission(event.state_key)
         try:
             await self.fed_events.check_signatures(event)
         except PduRejected as e:

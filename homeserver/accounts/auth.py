@@ -30,7 +30,8 @@ _LAST_SEEN_FLUSH_S = 10.0
 class Requester:
     """Who made a request. ``access_token_id`` is the token's hash (None for appservice tokens).
     ``massaged_ts``: an application service's ``?ts=`` (application-service-api.md "Timestamp
-    massaging"), the origin_server_ts for events it sends."""
+    massaging"), the origin_server_ts for events it sends. ``suspended``: the account is
+    suspended (client-server-api "Account suspension"): see :func:`check_not_suspended`."""
 
     user_id: str
     device_id: str | None
@@ -38,6 +39,22 @@ class Requester:
     is_guest: bool = False
     app_service: Any = None
     massaged_ts: int | None = None
+    suspended: bool = False
+
+
+def user_suspended() -> MatrixError:
+    """403 M_USER_SUSPENDED (client-server-api "Account suspension")."""
+    return MatrixError(403, "M_USER_SUSPENDED", "You cannot perform this action while suspended.")
+
+
+def check_not_suspended(requester) -> None:
+    """Refuse an action a suspended account may not take (client-server-api "Account
+    suspension": joining, knocking, sending or accepting invites, sending messages and state,
+    changing the profile, redacting others' events, creating rooms). Reading, leaving, rejecting
+    invites, redacting one's own events, devices, keys and logging out stay allowed, so callers
+    check only on the refused paths."""
+    if getattr(requester, "suspended", False):
+        raise user_suspended()
 
 
 @dataclass(frozen=True)
@@ -130,7 +147,8 @@ class AuthService:
             # First use of a refreshed token revokes the refresh token it replaced.
             revoked = await self.store.mark_access_token_used(token_hash)
             self.invalidate_tokens(revoked)
-        requester = Requester(record.user_id, record.device_id, token_hash, record.is_guest)
+        requester = Requester(record.user_id, record.device_id, token_hash, record.is_guest,
+                              suspended=record.suspended)
         entry = _Cached(requester, record.valid_until_ms, record.locked)
         if generation == self._generation:
             if len(self._cache) >= _CACHE_MAX:
@@ -150,7 +168,8 @@ class AuthService:
                     hashes.discard(h)
 
     def invalidate_user(self, user_id: str) -> None:
-        """Forget every cached token of a user (after lock, deactivation, bulk revocation)."""
+        """Forget every cached token of a user (after lock, suspension, deactivation, bulk
+        revocation): the next request reads the user's flags again."""
         self._generation += 1
         for h in self._by_user.pop(user_id, ()):
             self._cache.pop(h, None)

@@ -18,6 +18,7 @@ import logging
 import re
 from typing import Any, Awaitable, Callable
 
+from homeserver.accounts.auth import check_not_suspended
 from homeserver.http.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from homeserver.protocol.ids import get_domain, is_valid_user_id
 from homeserver.storage.user_data_store import UserDataStore
@@ -121,6 +122,7 @@ class ProfileService:
             raise forbidden("You cannot change another user's profile")
         if requester.is_guest and key != "displayname":
             raise forbidden("Guests may only change their display name")
+        check_not_suspended(requester)  # "Account suspension": no profile changes
 
     async def set_field(self, requester, user_id: str, key: str, value: Any) -> None:
         """PUT /profile/{userId}/{keyName} after the body was unpacked."""

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from homeserver.accounts.auth import AuthService
+from homeserver.accounts.auth import AuthService, check_not_suspended
 from homeserver.accounts.ratelimit import Ratelimiter
 from homeserver.http.errors import MatrixError, bad_json, forbidden, invalid_param, missing_param, not_found
 from homeserver.protocol import ids
@@ -153,7 +153,8 @@ class ClientRoomService:
         """POST /createRoom: the room ID. Order and checks per create_room.yaml; the alias is
         checked before anything is written (400 M_ROOM_IN_USE), the power levels are checked
         against every event the request implies (400 M_INVALID_ROOM_STATE) and a refusal by the
-        auth rules half-way is reported the same way."""
+        auth rules half-way is reported the same way. 403 M_USER_SUSPENDED for suspended users."""
+        check_not_suspended(requester)
         self.limiter.check("rc_message", requester.user_id, requester=requester)
         version = req.room_version or getattr(self.hs.config, "default_room_version", None) or "12"
         rv = get_room_version(version)
@@ -166,6 +167,10 @@ class ClientRoomService:
         if req.room_alias_name is not None:
             alias = await self._aliases().check_new_room_alias(requester, req.room_alias_name)
         self._precheck_power(rv, requester.user_id, req)
+        for user in req.invite:
+            # modules/invite_permission.md: a local invitee blocking invites refuses the request
+            # before anything is written (remote refusals come later and skip that invitee).
+            await self.membership.check_invite_permission(user)
 
         initial_state = list(req.initial_state)
         if alias is not None:
@@ -269,8 +274,11 @@ class ClientRoomService:
         """PUT /rooms/{roomId}/send/{eventType}/{txnId}; idempotent per device, room, type and txnId.
         Relations are checked first (:meth:`RelationsService.check_new_relation`: 400
         M_DUPLICATE_ANNOTATION for a repeated reaction, 400 M_UNKNOWN for a thread rooted at an
-        event that has a relation itself); a retransmission returns the first event unchecked."""
+        event that has a relation itself); a retransmission returns the first event unchecked.
+        Suspended users may send only redactions of their own events (403 M_USER_SUSPENDED)."""
         check_event_type(event_type)
+        if event_type != "m.room.redaction":
+            check_not_suspended(requester)
         self.limiter.check("rc_message", requester.user_id, requester=requester)
         key = txn_key("send", room_id, event_type, txn_id)
         sent = await self.events.store.get_event_id_for_txn(requester.user_id, requester.device_id or "", key)
@@ -298,8 +306,11 @@ class ClientRoomService:
     async def send_state(self, requester, room_id: str, event_type: str, state_key: str, content: dict) -> Event:
         """PUT /rooms/{roomId}/state/{eventType}/{stateKey}. Member events become membership
         changes; canonical aliases are checked (M_BAD_ALIAS / M_INVALID_PARAM); sending the
-        current content again returns the current event."""
+        current content again returns the current event. Suspended users get 403
+        M_USER_SUSPENDED except for the member events update_membership allows them (leaving)."""
         check_event_type(event_type)
+        if event_type != "m.room.member":
+            check_not_suspended(requester)  # member events: update_membership decides
         if len(state_key.encode("utf-8")) > MAX_STATE_KEY_BYTES:
             raise invalid_param("state_key is longer than 255 bytes")
         self.limiter.check("rc_message", requester.user_id, requester=requester)
@@ -351,9 +362,13 @@ class ClientRoomService:
             extra_pdu_fields=extra)
 
     async def check_may_redact(self, requester, room_id: str, event_id: str) -> None:
+        """Own events need nothing more here (the auth rules check the m.room.redaction level);
+        other users' need the ``redact`` level, or a server admin redacting a local user's event.
+        Suspended users may redact only their own events (403 M_USER_SUSPENDED)."""
         target = await self.events.get_event(event_id)
         if target is not None and target.room_id == room_id and target.sender == requester.user_id:
             return
+        check_not_suspended(requester)
         state = await self.events.get_current_state_events(room_id, [("m.room.create", ""),
                                                                      ("m.room.power_levels", "")])
         if get_user_power_level(requester.user_id, state) >= get_named_level(state, "redact", 50):
@@ -505,11 +520,13 @@ class ClientRoomService:
     # =========================================================================================
     async def report_event(self, requester, room_id: str, event_id: str, reason: Any, score: Any) -> None:
         """POST /rooms/{roomId}/report/{eventId}: the reporter must be joined; 404 otherwise and
-        for unknown events (report_content.yaml)."""
+        for unknown events (report_content.yaml). ``reason`` may be omitted (v1.13). ``score``
+        was removed in v1.18: an old client's score is kept when it is a valid one (-100..0),
+        otherwise ignored, never an error."""
         if reason is not None and not isinstance(reason, str):
             raise bad_json("reason must be a string")
-        if score is not None and (not isinstance(score, int) or isinstance(score, bool) or not -100 <= score <= 0):
-            raise bad_json("score must be an integer between -100 and 0")
+        if not isinstance(score, int) or isinstance(score, bool) or not -100 <= score <= 0:
+            score = None
         if await self.events.get_membership(room_id, requester.user_id) != "join":
             raise not_found("The event was not found or you are not joined to the room.")
         event = await self.events.get_event(event_id) if ids.is_valid_event_id(event_id) else None

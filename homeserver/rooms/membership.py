@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
-from homeserver.accounts.auth import Requester
+from homeserver.accounts.auth import Requester, check_not_suspended
 from homeserver.accounts.ratelimit import Ratelimiter
 from homeserver.http.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from homeserver.protocol import ids
@@ -50,8 +50,17 @@ RemoteJoin = Callable[[Any, str, list, dict], Awaitable[str]]
 RemoteLeave = Callable[[Any, str, dict], Awaitable[None]]
 
 
+#: modules/invite_permission.md (v1.18, MSC4380): the account data a user blocks invites with.
+INVITE_PERMISSION_TYPE = "m.invite_permission_config"
+
+
 def no_known_servers() -> MatrixError:
     return MatrixError(404, "M_NOT_FOUND", "No known servers")
+
+
+def invite_blocked() -> MatrixError:
+    """403 M_INVITE_BLOCKED (modules/invite_permission.md "Server behaviour")."""
+    return MatrixError(403, "M_INVITE_BLOCKED", "The user does not accept invites")
 
 
 class MembershipService:
@@ -81,7 +90,9 @@ class MembershipService:
         of an invited user, leave after leaving). ``action`` is one of :data:`ACTIONS`.
 
         Raises 400 M_INVALID_PARAM (bad user ID), M_BAD_JSON (reason not a string), 403
-        M_FORBIDDEN (auth rules, already joined, not banned, guests), 404 M_NOT_FOUND (unknown room,
+        M_FORBIDDEN (auth rules, already joined, not banned, guests), 403 M_USER_SUSPENDED (joins,
+        knocks and invites of suspended requesters), 403 M_INVITE_BLOCKED (a local invitee blocks
+        invites; a remote invitee's server says so itself), 404 M_NOT_FOUND (unknown room,
         or a remote room without the federation seam: "No known servers"), 429 M_LIMIT_EXCEEDED."""
         if action not in ACTIONS:
             raise ValueError(f"unknown membership action {action!r}")
@@ -92,6 +103,10 @@ class MembershipService:
         user_id = requester.user_id
         if action in ("join", "knock", "leave") and target != user_id:
             raise forbidden("Cannot change another user's membership this way")
+        if action in ("join", "knock", "invite"):
+            # "Account suspension": no joining, knocking, accepting (a join) or sending invites;
+            # leaving and rejecting invites stay allowed.
+            check_not_suspended(requester)
 
         if ratelimit:
             self._ratelimit(requester, target, room_id, action)
@@ -139,6 +154,7 @@ class MembershipService:
                 existing = await self._current_member_event(room_id, target)
                 if existing is not None:
                     return existing
+            await self.check_invite_permission(target)
             content["membership"] = INVITE
             await self._add_profile(content, target)
             extra_pdu = {"unsigned": {"invite_room_state": await self.stripped_state(room_id)}}
@@ -304,6 +320,22 @@ class MembershipService:
                 content["join_authorised_via_users_server"] = member
                 return
         raise forbidden("No local user of this server can authorise your join")
+
+    # --- invite permission (modules/invite_permission.md, v1.18) -----------------------------
+    async def invites_blocked(self, user_id: str) -> bool:
+        """Whether a local user blocks every invite: ``m.invite_permission_config`` account data
+        with ``default_action: "block"`` (any other or missing value: invites as normal)."""
+        if not self.is_mine(user_id):
+            return False
+        from homeserver.client.account_data import AccountDataService  # client builds on rooms
+        content = await self.hs.get(AccountDataService).get_global(user_id, INVITE_PERMISSION_TYPE)
+        return isinstance(content, dict) and content.get("default_action") == "block"
+
+    async def check_invite_permission(self, user_id: str) -> None:
+        """403 M_INVITE_BLOCKED when the local ``user_id`` blocks invites: for the client
+        invite endpoints, createRoom's ``invite`` list and federation's PUT /invite."""
+        if await self.invites_blocked(user_id):
+            raise invite_blocked()
 
     async def stripped_state(self, room_id: str) -> list[dict]:
         """The room's stripped state for invites and knocks."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from twisted.internet import defer
 
+from homeserver.accounts.auth import check_not_suspended
 from homeserver.http.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
 from homeserver.protocol import ids
 from homeserver.protocol.power_levels import (get_creators, get_power_level_for_event, get_user_power_level,
@@ -49,7 +50,9 @@ class RoomUpgradeService:
 
     async def upgrade_room(self, requester, room_id: str, new_version: Any, additional_creators: Any = None) -> str:
         """POST /rooms/{roomId}/upgrade: the replacement room's ID. 400 M_UNSUPPORTED_ROOM_VERSION,
-        M_BAD_JSON (types), M_INVALID_PARAM (bad user IDs), 403, 404 for unknown rooms."""
+        M_BAD_JSON (types), M_INVALID_PARAM (bad user IDs), 403, 404 for unknown rooms; 403
+        M_USER_SUSPENDED for suspended users (it creates a room and sends state)."""
+        check_not_suspended(requester)
         if not isinstance(new_version, str):
             raise bad_json("new_version must be a string")
         rv = get_room_version(new_version)

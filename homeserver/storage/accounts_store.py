@@ -56,6 +56,7 @@ class AccessTokenRecord:
     is_guest: bool
     deactivated: bool
     locked: bool
+    suspended: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,11 @@ class AccountsStore:
             txn.execute("UPDATE users SET locked = ? WHERE user_id = ?", (locked, user_id))
         await self.db.run("set_locked", txn_fn)
 
+    async def set_suspended(self, user_id: str, suspended: bool) -> None:
+        def txn_fn(txn):
+            txn.execute("UPDATE users SET suspended = ? WHERE user_id = ?", (suspended, user_id))
+        await self.db.run("set_suspended", txn_fn)
+
     async def deactivate_user(self, user_id: str) -> list[str]:
         """Mark deactivated, forget the password, delete every token; returns deleted access-token hashes.
         Devices are left for the device service to delete (it runs the device hooks)."""
@@ -269,13 +275,13 @@ class AccountsStore:
         def txn_fn(txn):
             return txn.execute(
                 "SELECT t.token_hash, t.user_id, t.device_id, t.valid_until_ms, t.refresh_token_hash, t.used, "
-                "u.is_guest, u.deactivated, u.locked FROM access_tokens AS t JOIN users AS u USING (user_id) "
-                "WHERE t.token_hash = ?", (token_hash,)).fetchone()
+                "u.is_guest, u.deactivated, u.locked, u.suspended FROM access_tokens AS t "
+                "JOIN users AS u USING (user_id) WHERE t.token_hash = ?", (token_hash,)).fetchone()
         row = await self.db.run("get_access_token", txn_fn, readonly=True)
         if row is None:
             return None
         return AccessTokenRecord(row[0], row[1], row[2], row[3], row[4], bool(row[5]), bool(row[6]),
-                                 bool(row[7]), bool(row[8]))
+                                 bool(row[7]), bool(row[8]), bool(row[9]))
 
     async def mark_access_token_used(self, token_hash: str) -> list[str]:
         """First use of a refreshed access token: revoke the refresh token it replaced (and the

@@ -31,6 +31,7 @@ from homeserver.ephemeral.typing import TypingService, typing_edu
 from homeserver.protocol import visibility as vis_rules
 from homeserver.protocol.events import Event
 from homeserver.push.notification_counts import NotificationCounter
+from homeserver.rooms.membership import MembershipService
 from homeserver.rooms.pipeline import RoomEventService
 from homeserver.rooms.serialize import STRIPPED_STATE_TYPES, EventSerializer, strip_event
 from homeserver.rooms.visibility import VisibilityService
@@ -256,6 +257,11 @@ class SyncService:
             elif r.membership in ("invite", "knock"):
                 if not incremental or changed:
                     stripped.append(r)
+        if any(r.membership == "invite" for r in stripped) \
+                and await self.hs.get(MembershipService).invites_blocked(user_id):
+            # modules/invite_permission.md: a user blocking invites is not shown them (they
+            # come back once unblocked, on an initial sync).
+            stripped = [r for r in stripped if r.membership != "invite"]
         if joined:
             if incremental and not full_state:
                 moved = await self._rooms_with_events([r.room_id for r in joined], lower, now.events)

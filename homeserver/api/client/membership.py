@@ -27,7 +27,9 @@ def register_routes(hs, router) -> None:
         return hs.get(AliasService)
 
     async def _resolve(request, room_id_or_alias: str) -> tuple[str, list[str]]:
-        servers = list(request.args("via")) + list(request.args("server_name"))
+        # v1.14 (MSC4213) removed ``server_name`` for ``via``; old clients' server_name is still
+        # honoured when they send no via (as Synapse does).
+        servers = list(request.args("via")) or list(request.args("server_name"))
         if room_id_or_alias.startswith("#"):
             room_id, alias_servers = await _aliases().resolve(room_id_or_alias)
             return room_id, list(dict.fromkeys(alias_servers + servers))

@@ -12,8 +12,9 @@ def register_routes(hs, router) -> None:
     rooms = hs.get(ClientRoomService)
 
     async def report_event(request, roomId, eventId):
-        """POST /_matrix/client/v3/rooms/{roomId}/report/{eventId} ``{reason?, score?}`` → ``{}``;
-        404 unless the reporter is joined and the event is in the room."""
+        """POST /_matrix/client/v3/rooms/{roomId}/report/{eventId} ``{reason?}`` → ``{}``;
+        404 unless the reporter is joined and the event is in the room (``score``, removed in
+        v1.18, is accepted and not checked)."""
         requester = await auth.get_requester(request)
         check_room_id(roomId)
         body = request.json(allow_empty=True)
