@@ -6,7 +6,8 @@
 * ``AliasService.remote_resolver`` and ``ProfileService.remote_profile_fetcher``;
 * EDUs in and out and remote key queries (federation/handlers/edus.py);
 * ``PublicRoomListService.remote_lister``, the media repository's remote fetcher and
-  ``SpaceHierarchyService.remote_summaries``.
+  ``SpaceHierarchyService.remote_summaries``;
+* ``MessagesService.remote_backfill`` (/messages backfilling from other servers).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from homeserver.client.profile import ProfileService
 from homeserver.directory.aliases import AliasService
 from homeserver.rooms.membership import MembershipService
 
+from ..handlers.backfill import FederationBackfillHandler
 from ..handlers.edus import FederationEduHandler
 from ..handlers.membership import FederationMembershipHandler
 from ..handlers.queries import FederationQueryHandler
@@ -46,3 +48,6 @@ def register_routes(hs, router) -> None:
 
     from homeserver.directory.hierarchy import SpaceHierarchyService
     hs.get(SpaceHierarchyService).remote_summaries = hs.get(FederationSpacesHandler).remote_summary
+
+    from homeserver.history.messages import MessagesService
+    hs.get(MessagesService).remote_backfill = hs.get(FederationBackfillHandler).maybe_backfill

@@ -260,6 +260,15 @@ class FederationEventHandler:
     async def remote_state_after(self, origin: str, room_id: str, rv: RoomVersion, event_id: str) -> dict:
         """The state after ``event_id`` as ``origin`` sees it (``/state_ids`` is the state
         before it), with every event in it stored (as outliers where new)."""
+        return await self._remote_state(origin, room_id, rv, event_id, after=True)
+
+    async def remote_state_before(self, origin: str, room_id: str, rv: RoomVersion, event_id: str) -> dict:
+        """The state before ``event_id`` as ``origin`` sees it (its ``/state_ids`` answer), with
+        every event in it stored (as outliers where new)."""
+        return await self._remote_state(origin, room_id, rv, event_id, after=False)
+
+    async def _remote_state(self, origin: str, room_id: str, rv: RoomVersion, event_id: str, *,
+                            after: bool) -> dict:
         from ..client import FederationError, FederationUnreachable
         try:
             resp = await self.client.get_json(origin, f"{FED_V1}/state_ids/{path_id(room_id)}",
@@ -271,7 +280,7 @@ class FederationEventHandler:
         if not isinstance(pdu_ids, list) or not isinstance(chain_ids, list) \
                 or not all(isinstance(x, str) for x in pdu_ids + chain_ids):
             raise PduRejected(f"{origin} sent a malformed /state_ids answer")
-        wanted = list(dict.fromkeys(pdu_ids + chain_ids + [event_id]))
+        wanted = list(dict.fromkeys(pdu_ids + chain_ids + ([event_id] if after else [])))
         known = await self.store.get_event_metas(wanted)
         missing = [e for e in wanted if e not in known]
         if len(missing) > USE_STATE_ENDPOINT_ABOVE:
@@ -282,6 +291,8 @@ class FederationEventHandler:
             ev = events.get(eid)
             if ev is not None and ev.is_state() and ev.rejected_reason is None:
                 state[ev.state_tuple] = eid
+        if not after:
+            return state
         ev = events.get(event_id)
         if ev is None:
             raise PduRejected(f"cannot get {event_id} from {origin}")

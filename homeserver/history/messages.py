@@ -9,6 +9,9 @@ positions of homeserver/sync/tokens.py, so a sync timeline's ``prev_batch`` and 
 ``next_batch`` are valid ``from``/``to`` values. A stream-only position is turned into a
 (depth, stream) one by the depth of the room's last event at or before it.
 
+Backfill: paging backwards into a gap of the room's history (events cited by the timeline but not
+held, as behind a late joiner's join) asks other servers for it first (``remote_backfill``).
+
 Who reads what: joined users read everything history visibility lets them; users who left or
 were banned read up to their departure (the page is cut at their leave event); anyone reads a
 world_readable room; everyone else gets 403 M_FORBIDDEN (unknown rooms too, so room IDs cannot be
@@ -49,6 +52,10 @@ class MessagesService:
         self.pipeline = hs.get(RoomEventService)
         self.visibility = hs.get(VisibilityService)
         self.relations = hs.get(RelationsService)
+        #: ``async fn(room_id, min_depth, max_depth) -> bool``: fill the gaps in the room's history
+        #: behind the timeline events of those depths from other servers (True when events were
+        #: stored). Set by federation (federation/handlers/backfill.py); None without federation.
+        self.remote_backfill = None
 
     async def _access(self, user_id: str, room_id: str) -> RoomAccess:
         try:
@@ -132,6 +139,14 @@ class MessagesService:
         ignored = await self.relations.ignored_users(user_id)
         page = await self.scan(user_id, room_id, start, to, backwards=backwards, limit=limit,
                                event_filter=event_filter, ignored_users=ignored)
+        if backwards and self.remote_backfill is not None and start.depth is not None:
+            # Paging back into a gap (a late joiner reaching its join): fetch the older history
+            # from other servers and read the page again; while more may follow, keep ``end``.
+            lowest = page.rows[-1].depth if page.rows and not page.exhausted else None
+            if await self.remote_backfill(room_id, lowest, start.depth):
+                page = await self.scan(user_id, room_id, start, to, backwards=backwards, limit=limit,
+                                       event_filter=event_filter, ignored_users=ignored)
+                page.exhausted = False
         result["chunk"] = await self.relations.serialize_events(page.events, user_id, device_id=device_id,
                                                                 ignored_users=ignored)
         if not page.exhausted:

@@ -456,6 +456,63 @@ class RoomEventService:
         out.update({item.event.event_id: item.event for item in items})
         return out
 
+    async def handle_backfilled_event(self, event: Event, *,
+                                      state_before: Mapping[StateKey, str] | None = None) -> Event:
+        """Store an event older than the room's known history (fetched with ``/backfill``) as
+        history: checked like a pushed event against its auth events and the state before it
+        (``state_before`` or the states after its prev_events, which must be stored), stored
+        rejected when it fails; never soft-failed, never a forward extremity, never part of the
+        current state, no persist hooks (no push, no relaying) and no notification. Its stream
+        ordering is negative (homeserver/storage/events_store.py) so /messages orders it before
+        the events we had (server-server-api.md "Backfilling and retrieving missing events").
+
+        An outlier copy (state from a send_join) joins the DAG. Raises MissingEventsError like
+        :meth:`handle_remote_event`."""
+        room_id = event.room_id
+        rv = event.room_version
+        async with self.locks.lock(room_id):
+            await self._settle(room_id)
+            existing = (await self.store.get_event_metas([event.event_id])).get(event.event_id)
+            if existing is not None and not existing.outlier:
+                return await self.store.get_event(event.event_id, allow_rejected=True)
+            if not check_content_hash(event.pdu):
+                event = Event(redact(event.pdu, rv), rv, event_id=event.event_id)
+            auth_map = await self.store.get_events(event.auth_event_ids, allow_rejected=True)
+            missing = [e for e in event.auth_event_ids if e not in auth_map]
+            if missing:
+                raise MissingEventsError("auth_events", missing)
+            auth_events = [auth_map[e] for e in event.auth_event_ids]
+            create_event = await self._create_event_of(event, auth_events)
+            rejected = None
+            try:
+                event_auth.check_against_auth_events(event, auth_events, create_event)
+            except event_auth.AuthError as e:
+                rejected = f"auth_events: {e}"
+            prev_metas = await self.store.get_event_metas(event.prev_event_ids)
+            if any(m.room_id != room_id for m in prev_metas.values()):
+                if existing is not None:
+                    return await self.store.get_event(event.event_id, allow_rejected=True)
+                return await self._persist_outlier(event, "prev_events: an event from another room")
+            if state_before is not None:
+                state = dict(state_before)
+                group = await self.state.new_group(room_id, None, None, state)
+                before = StateAt(state, group.state_group, group.delta_depth, group)
+            else:
+                before = await self.state.state_after_prevs(rv, room_id, event.prev_event_ids)
+            if rejected is None and event.type != "m.room.create":
+                auth_state = await self.state.auth_state_for(event, before.state)
+                if CREATE not in auth_state and create_event is not None:
+                    auth_state[CREATE] = create_event
+                try:
+                    event_auth.check_auth_rules(event, auth_state)
+                except event_auth.AuthError as e:
+                    rejected = f"state: {e}"
+            item, _ = await self._prepare_dag_item(
+                None, event, before, rejected=rejected, backfilled=True,
+                existing_nid=existing.event_nid if existing is not None else None)
+            await self.store.persist([item])
+            return item.event
+
     async def store_out_of_band_membership(self, event: Event) -> Event:
         """A membership event of a local user for a room this server is not in (an invite
         received over federation, our rejection of it, a knock), stored as an outlier *without*
@@ -499,10 +556,11 @@ class RoomEventService:
                                 rejected: str | None = None, soft_failed: bool = False,
                                 txn_key: tuple[str, str, str] | None = None,
                                 new_room: tuple[str | None, bool] | None = None,
-                                existing_nid: int | None = None) -> tuple[PersistItem, RoomSnapshot | None]:
+                                existing_nid: int | None = None,
+                                backfilled: bool = False) -> tuple[PersistItem, RoomSnapshot | None]:
         """The persist item of an event (its state group, current-state delta, extremities and
         the persist hooks' writes) and the room's snapshot after it (None when it changes
-        nothing: rejected and soft-failed events)."""
+        nothing: rejected, soft-failed and backfilled events)."""
         room_id = event.room_id
         rv = event.room_version
         nid = existing_nid if existing_nid is not None else self.store.allocate_event_nid()
@@ -522,7 +580,7 @@ class RoomEventService:
         delta = None
         new_snap = None
         extremities = None
-        if rejected is None and not soft_failed:
+        if rejected is None and not soft_failed and not backfilled:
             old_ext = snap.extremities if snap is not None else {}
             prevs = set(event.prev_event_ids)
             new_ext = {e: d for e, d in old_ext.items() if e not in prevs}
@@ -544,8 +602,8 @@ class RoomEventService:
             event, nid, rejected_reason=rejected, soft_failed=soft_failed,
             state_group_before=before.state_group, state_group=after.state_group, new_groups=new_groups,
             current_state=delta, extremities=extremities, txn_key=txn_key, new_room=new_room,
-            de_outlier=existing_nid is not None)
-        if item.in_timeline and self.persist_hooks:
+            de_outlier=existing_nid is not None, backfilled=backfilled)
+        if item.in_timeline and self.persist_hooks and not backfilled:
             await self._run_persist_hooks(item, after.state)
         return item, new_snap
 

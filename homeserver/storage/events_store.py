@@ -102,6 +102,9 @@ class PersistItem:
     out_of_band_membership: bool = False
     # The event is already stored as an outlier and now joins the DAG.
     de_outlier: bool = False
+    # Backfilled history (events older than the room's earliest known ones, fetched from another
+    # server): its stream ordering is negative, below every other event's (see :meth:`EventsStore._write`).
+    backfilled: bool = False
     stream_ordering: int | None = None
     # Extra writes ``fn(txn, item)`` run in the persist transaction after the event's rows (with
     # ``item.stream_ordering`` set): the pipeline's persist hooks add them (push actions).
@@ -113,7 +116,7 @@ class PersistItem:
 
     @property
     def needs_stream_id(self) -> bool:
-        return self.in_timeline or self.out_of_band_membership
+        return (self.in_timeline or self.out_of_band_membership) and not self.backfilled
 
 
 def _dumps(obj) -> str:
@@ -129,9 +132,11 @@ class EventsStore:
         self._events: LruCache[str, Event] = LruCache(50_000)
         self._meta: LruCache[str, EventMeta] = LruCache(200_000)
         self._room_versions: dict[str, RoomVersion] = {}
-        last_nid, last_stream = self.db.run_sync("events_store_init", self._init_txn)
+        last_nid, last_stream, first_stream = self.db.run_sync("events_store_init", self._init_txn)
         self._last_nid = last_nid
         self.stream_ids = StreamIdGenerator(last_stream)
+        #: The lowest stream ordering given so far; backfilled events count down from it.
+        self._backfill_stream = min(first_stream, 0)
         self._queue: list[tuple[PersistItem, defer.Deferred]] = []
         self._draining = False
         #: Queued (or staged) items by event ID, until committed or failed.
@@ -147,11 +152,12 @@ class EventsStore:
         self.batches_committed = 0
 
     @staticmethod
-    def _init_txn(txn: Txn) -> tuple[int, int]:
+    def _init_txn(txn: Txn) -> tuple[int, int, int]:
         nid = txn.scalar("SELECT COALESCE(MAX(event_nid), 0) FROM events") or 0
         stream = max(txn.scalar("SELECT COALESCE(MAX(stream_ordering), 0) FROM events") or 0,
                      txn.scalar("SELECT COALESCE(MAX(stream_ordering), 0) FROM room_memberships") or 0)
-        return nid, stream
+        first = txn.scalar("SELECT COALESCE(MIN(stream_ordering), 0) FROM events") or 0
+        return nid, stream, first
 
     # --- ids --------------------------------------------------------------------------------
     def allocate_event_nid(self) -> int:
@@ -249,11 +255,18 @@ class EventsStore:
         ids = self.stream_ids.allocate(len(need)) if need else []
         for item, sid in zip(need, ids):
             item.stream_ordering = sid
+        # Backfilled events sort before everything known (at equal depth) and never reach the
+        # events stream that /sync and the notifier follow (positions > 0): negative orderings.
+        for item in items:
+            if item.backfilled and item.in_timeline:
+                self._backfill_stream -= 1
+                item.stream_ordering = self._backfill_stream
         try:
             await self.db.run("persist_events", self._persist_txn, items, self.hs.clock_ms())
         except Exception:
-            for item in need:
-                item.stream_ordering = None
+            for item in items:
+                if item.needs_stream_id or item.backfilled:
+                    item.stream_ordering = None
             raise
         finally:
             self.stream_ids.finish(ids)

@@ -87,3 +87,30 @@ class HistoryStore:
                 " AND stream_ordering <= ? ORDER BY stream_ordering DESC LIMIT 1", (room_id, stream))
         depth = await self.db.run("history_topological_position", txn_fn, readonly=True)
         return RoomPosition(depth if depth is not None else 0, stream)
+
+    async def backward_extremities(self, room_id: str, min_depth: int | None, max_depth: int, *,
+                                   limit: int = 20) -> list[tuple[str, str, int]]:
+        """Where the room's known history has a gap behind it: ``(missing event ID, ID and depth
+        of the timeline event citing it)`` for prev_events that are unknown or only stored as
+        outliers, cited by timeline events with ``min_depth <= depth <= max_depth``, deepest
+        first, each missing event once. A late joiner's join event cites such events; /backfill
+        fetches them."""
+        sql = ("SELECT edge.prev_event_id, e.event_id, e.depth FROM events e"
+               " JOIN event_edges edge ON edge.event_id = e.event_id"
+               " LEFT JOIN events p ON p.event_id = edge.prev_event_id"
+               " WHERE e.room_id = ? AND e.stream_ordering IS NOT NULL AND e.depth <= ?"
+               " AND (p.event_id IS NULL OR p.outlier = ?)")
+        args: list = [room_id, max_depth, True]
+        if min_depth is not None:
+            sql += " AND e.depth >= ?"
+            args.append(min_depth)
+        sql += " ORDER BY e.depth DESC, e.stream_ordering DESC LIMIT ?"
+        args.append(limit)
+
+        def txn_fn(txn: Txn):
+            txn.execute(sql, args)
+            out: dict[str, tuple[str, str, int]] = {}
+            for missing, citing, depth in txn.fetchall():
+                out.setdefault(missing, (missing, citing, depth))
+            return list(out.values())
+        return await self.db.run("history_backward_extremities", txn_fn, readonly=True)

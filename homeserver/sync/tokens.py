@@ -10,7 +10,8 @@ one is clamped (see :meth:`SyncToken.clamped`).
 **Room pagination tokens** (``prev_batch`` of a sync timeline, /messages ``from``/``to``/``start``/
 ``end``) name a point *between* events of one room in the order (depth, stream_ordering):
 
-* ``t<depth>_<stream>``: the point just after the event at (depth, stream). Paginating backwards
+* ``t<depth>_<stream>``: the point just after the event at (depth, stream) (``stream`` may be
+  negative: backfilled history sorts before the events stream). Paginating backwards
   (``dir=b``) from it returns the events with ``(depth, stream_ordering) <= (depth, stream)``,
   newest first; forwards (``dir=f``) the events ``> (depth, stream)``, oldest first.
 * ``s<stream>``: a stream-only point (no depth): just after stream ordering ``stream``
@@ -121,7 +122,10 @@ def parse_room_position(text: str) -> RoomPosition:
         depth, sep, stream = text[1:].partition("_")
         if not sep:
             raise TokenError("topological tokens are t<depth>_<stream>")
-        return RoomPosition(_nonneg_int(depth), _nonneg_int(stream))
+        # Backfilled events have negative stream orderings (homeserver/storage/events_store.py).
+        negative = stream.startswith("-")
+        value = _nonneg_int(stream[1:] if negative else stream)
+        return RoomPosition(_nonneg_int(depth), -value if negative else value)
     if text[0] == "s":
         if "_" in text:
             return RoomPosition(None, SyncToken.parse(text).events)

@@ -403,3 +403,39 @@ def test_delivery_after_the_other_side_was_down(servers, users):
     send(uzel, ursula[1], room_id, "uzel is back")
     for event_id in sent:
         wait_for("uzel catches up", lambda: has_event(uzel, ursula[1], room_id, event_id), servers, timeout=90)
+
+
+def _paginate_to_start(server, token, room_id, limit=7) -> list[dict]:
+    """Every event /messages returns paging backwards from the end, oldest first."""
+    events: list[dict] = []
+    params = {"dir": "b", "limit": str(limit)}
+    for _ in range(100):
+        status, resp = api(server.base_url, "GET", f"/_matrix/client/v3/rooms/{q(room_id)}/messages", token,
+                           params=params, timeout=90)
+        assert status == 200, resp
+        events.extend(resp["chunk"])
+        if "end" not in resp or not resp["chunk"] and resp.get("end") == params.get("from"):
+            return list(reversed(events))
+        params["from"] = resp["end"]
+    raise AssertionError("pagination did not end")
+
+
+def test_late_joiners_page_back_through_backfill_both_ways(servers, users):
+    """A room with 30 messages on one server, joined late from the other: paging /messages back
+    to the start shows all 30 in order (uzel backfilling from Synapse, Synapse from uzel)."""
+    uzel, synapse = servers
+    ursula, sam = users["ursula"], users["sam"]
+    for owner, owner_token, joiner, joiner_token in ((synapse, sam[1], uzel, ursula[1]),
+                                                     (uzel, ursula[1], synapse, sam[1])):
+        status, resp = api(owner.base_url, "POST", "/_matrix/client/v3/createRoom", owner_token,
+                           {"preset": "public_chat", "name": "history"})
+        assert status == 200, resp
+        room_id = resp["room_id"]
+        sent = [send(owner, owner_token, room_id, f"old {i}") for i in range(30)]
+        status, resp = join(joiner, joiner_token, room_id, owner.name)
+        assert status == 200, (resp, uzel.log()[-4000:])
+        events = _paginate_to_start(joiner, joiner_token, room_id)
+        bodies = [e["content"].get("body") for e in events if e["type"] == "m.room.message"]
+        assert [e["event_id"] for e in events if e["type"] == "m.room.message"] == sent, \
+            (bodies, uzel.log()[-5000:], synapse.log()[-5000:])
+        assert events[0]["type"] == "m.room.create"

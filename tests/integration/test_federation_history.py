@@ -1,0 +1,107 @@
+"""Two uzel processes federating on loopback (see test_federation_rooms.py): a room's history as
+the other server sees it.
+
+* /messages backfilling: a user of B joining a room of A late pages back to the room's creation
+  and reads every message, in order; backfilled events change neither B's current state nor its
+  forward extremities, nor show up in /sync as new.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+
+import pytest
+
+from tests.integration.harness import api, free_port, register_user, stop_server
+from tests.integration.test_federation_rooms import Node, _write, q, send_message, start, wait_for
+
+
+@pytest.fixture(scope="module")
+def nodes():
+    pa, pb = free_port(), free_port()
+    out = []
+    try:
+        for port, peer in ((pa, pb), (pb, pa)):
+            data_dir = tempfile.mkdtemp(prefix="uzel-fedhist-")
+            node = Node(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", data_dir, _write(data_dir, port, peer))
+            out.append(node)
+            start(node)
+        yield out
+    finally:
+        for node in out:
+            if node.proc is not None:
+                stop_server(node.proc)
+            if os.environ.get("UZEL_KEEP_TEST_DIRS") != "1":
+                shutil.rmtree(node.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def users(nodes):
+    a, b = nodes
+    return {"alice": register_user(a.base_url, "alice"), "bob": register_user(b.base_url, "bob")}
+
+
+def db_rows(node: Node, sql: str, args) -> list[tuple]:
+    with sqlite3.connect(os.path.join(node.data_dir, "homeserver.db")) as conn:
+        return conn.execute(sql, tuple(args)).fetchall()
+
+
+def paginate_to_start(node: Node, token: str, room_id: str, limit: int = 7) -> list[dict]:
+    """Every event /messages returns paging backwards from the end, oldest first."""
+    events: list[dict] = []
+    params = {"dir": "b", "limit": str(limit)}
+    for _ in range(100):
+        status, resp = api(node.base_url, "GET", f"/_matrix/client/v3/rooms/{q(room_id)}/messages", token,
+                           params=params)
+        assert status == 200, resp
+        events.extend(resp["chunk"])
+        if "end" not in resp:
+            return list(reversed(events))
+        params["from"] = resp["end"]
+    raise AssertionError("pagination did not end")
+
+
+def test_late_joiner_pages_back_to_the_room_start_through_backfill(nodes, users):
+    a, b = nodes
+    alice, bob = users["alice"], users["bob"]
+    status, resp = api(a.base_url, "POST", "/_matrix/client/v3/createRoom", alice[1],
+                       {"preset": "public_chat", "name": "History"})
+    assert status == 200, resp
+    room = resp["room_id"]
+    sent = [send_message(a, alice[1], room, f"message {i}") for i in range(30)]
+
+    status, resp = api(b.base_url, "POST", f"/_matrix/client/v3/join/{q(room)}", bob[1], params={"server_name": a.name})
+    assert status == 200, (resp, b.log()[-3000:])
+    status, resp = api(b.base_url, "GET", "/_matrix/client/v3/sync", bob[1], params={"timeout": "0"})
+    assert status == 200
+    since = resp["next_batch"]
+
+    events = paginate_to_start(b, bob[1], room)
+    messages = [e["event_id"] for e in events if e["type"] == "m.room.message"]
+    assert messages == sent, (len(messages), b.log()[-4000:])
+    assert events[0]["type"] == "m.room.create"
+    assert [e["content"]["body"] for e in events if e["type"] == "m.room.message"] == \
+        [f"message {i}" for i in range(30)]
+    assert events[-1]["type"] == "m.room.member" and events[-1]["state_key"] == bob[0]
+
+    # History only: nothing new for /sync, the same current state as A, and the next message of B
+    # still builds on B's join (A accepts it).
+    status, resp = api(b.base_url, "GET", "/_matrix/client/v3/sync", bob[1], params={"timeout": "0", "since": since})
+    timeline = resp.get("rooms", {}).get("join", {}).get(room, {}).get("timeline", {}).get("events", [])
+    assert [e for e in timeline if e["event_id"] in sent] == []
+    _, state_a = api(a.base_url, "GET", f"/_matrix/client/v3/rooms/{q(room)}/state", alice[1])
+    _, state_b = api(b.base_url, "GET", f"/_matrix/client/v3/rooms/{q(room)}/state", bob[1])
+    assert {e["event_id"] for e in state_a} == {e["event_id"] for e in state_b}
+    from_b = send_message(b, bob[1], room, "read it all")
+    wait_for("A receives B's message",
+             lambda: api(a.base_url, "GET", f"/_matrix/client/v3/rooms/{q(room)}/event/{q(from_b)}",
+                         alice[1])[0] == 200, nodes=nodes)
+    extremities = db_rows(b, "SELECT event_id FROM event_forward_extremities WHERE room_id = ?", (room,))
+    assert extremities == [(from_b,)]
+    streams = db_rows(b, f"SELECT stream_ordering FROM events WHERE event_id IN ({','.join('?' * 30)})", sent)
+    assert len(streams) == 30 and all(s < 0 for (s,) in streams)
+    # Paging again is served locally: the same events.
+    assert [e["event_id"] for e in paginate_to_start(b, bob[1], room, limit=50)][:len(events)] == \
+        [e["event_id"] for e in events]
