@@ -91,19 +91,21 @@ FEDERATION_SETTINGS = {
 
 
 class _Federating:
-    """Mixin: a TLS federation port, a server name ``127.0.0.1:<port>`` and a self-signed certificate."""
+    """Mixin: a TLS federation port, a server name ``127.0.0.1:<port>`` and a self-signed certificate.
+    A joining server's name names the port of its ``HoldProxy`` instead (``name_port``), so that
+    what R sends it passes the proxy."""
 
-    def _init_federation(self) -> None:
+    def _init_federation(self, name_port: int | None = None) -> None:
         self.fed_port = srv.free_port()
-        self.server_name = f"127.0.0.1:{self.fed_port}"
+        self.server_name = f"127.0.0.1:{name_port or self.fed_port}"
         self.tls_cert = os.path.join(self.workdir, "tls.crt")
         self.tls_key = os.path.join(self.workdir, "tls.key")
 
 
 class FedSynapse(_Federating, srv.SynapseServer):
-    def __init__(self, workdir: str, database: srv.Database, venv: str):
+    def __init__(self, workdir: str, database: srv.Database, venv: str, name_port: int | None = None):
         super().__init__(workdir, database, venv)
-        self._init_federation()
+        self._init_federation(name_port)
 
     def config(self) -> dict:
         config = super().config()
@@ -126,9 +128,9 @@ class FedSynapse(_Federating, srv.SynapseServer):
 
 
 class FedUzel(_Federating, srv.UzelServer):
-    def __init__(self, workdir: str, database: srv.Database):
+    def __init__(self, workdir: str, database: srv.Database, name_port: int | None = None):
         super().__init__(workdir, database)
-        self._init_federation()
+        self._init_federation(name_port)
 
     def prepare(self) -> None:
         """``uzel generate-config --self-signed-tls`` for the federation port, then the same patches
@@ -167,12 +169,73 @@ class FedUzel(_Federating, srv.UzelServer):
         self.version = f"dev ({commit})" if commit else "dev"
 
 
-def make_server(kind: str, role: str, workdir: str, provider: srv.DatabaseProvider, venv: str | None):
+def make_server(kind: str, role: str, workdir: str, provider: srv.DatabaseProvider, venv: str | None,
+                name_port: int | None = None):
     """A fresh server of ``kind`` for ``role`` ("R" or "J"), in its own directory and database."""
     subdir = os.path.join(workdir, f"{role}-{kind}")
     os.makedirs(subdir, exist_ok=True)
     db = provider.new_database(f"{role}-{kind}")
-    return FedSynapse(subdir, db, venv) if kind == "synapse" else FedUzel(subdir, db)
+    if kind == "synapse":
+        return FedSynapse(subdir, db, venv, name_port)
+    return FedUzel(subdir, db, name_port)
+
+
+class HoldProxy:
+    """A TCP relay on 127.0.0.1 in front of a joining server's federation port (bytes pass through
+    untouched: TLS is end to end). ``hold()`` stops relaying towards the server, so R's request in
+    flight waits and R's sender queues what follows; ``release()`` relays again. This makes R send a
+    burst as one transaction of (up to) 50 PDUs after the one that was in flight."""
+
+    def __init__(self, port: int, target_port: int):
+        self.port, self.target_port = port, target_port
+        self._open = asyncio.Event()
+        self._open.set()
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.connections = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            up_reader, up_writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", self.target_port), timeout=10)
+        except (OSError, asyncio.TimeoutError):
+            writer.close()
+            return
+        inbound = asyncio.create_task(self._pump(reader, up_writer, gated=True))
+        outbound = asyncio.create_task(self._pump(up_reader, writer, gated=False))
+        self._tasks.update((inbound, outbound))
+        await asyncio.wait((inbound, outbound), return_when=asyncio.FIRST_COMPLETED)
+        for t in (inbound, outbound):
+            t.cancel()
+            self._tasks.discard(t)
+        for w in (writer, up_writer):
+            w.close()
+
+    async def _pump(self, reader, writer, gated: bool) -> None:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                return
+            if gated and not self._open.is_set():
+                await self._open.wait()
+            writer.write(data)
+            await writer.drain()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for t in list(self._tasks):
+            t.cancel()
 
 
 # --- client helpers ---------------------------------------------------------------------------------
@@ -294,8 +357,14 @@ async def measure_join(j: Joiner, r: Resident, room_id: str, scale: FedScale) ->
             "hwm_after_join_mb": after.get("hwm_mb")}
 
 
-async def measure_burst(j: Joiner, r: Resident, room_id: str, scale: FedScale) -> dict:
-    """``pdus`` messages sent on R by ``senders`` users at once; the time until J's /sync shows all."""
+HOLD_SETTLE_S = 1.0  # after the last send, before a held link is released: R's sender has queued all
+
+
+async def measure_burst(j: Joiner, r: Resident, room_id: str, scale: FedScale, held: HoldProxy | None = None,
+                        prefix: str = "") -> dict:
+    """``pdus`` messages sent on R by ``senders`` users at once; the time until J's /sync shows all.
+    With ``held``: R->J traffic is held during the sends and released ``HOLD_SETTLE_S`` after the
+    last one, so J gets the burst as one transaction (after the one in flight); timed from the release."""
     seen: dict[str, float] = {}
     expected: set[str] = set()
     sends_done = asyncio.Event()
@@ -323,22 +392,34 @@ async def measure_burst(j: Joiner, r: Resident, room_id: str, scale: FedScale) -
     watcher = asyncio.create_task(watch())
     senders = r.members[:scale.senders] or [r.owner]
     try:
+        if held is not None:
+            held.hold()
         start = time.perf_counter()
         ids = await gather_limited(
-            [lambda i=i: r.m.send_message(senders[i % len(senders)], room_id, f"burst {i}") for i in range(scale.pdus)],
-            len(senders))
+            [lambda i=i: r.m.send_message(senders[i % len(senders)], room_id, f"{prefix}burst {i}")
+             for i in range(scale.pdus)], len(senders))
         sent = time.perf_counter()
         expected.update(ids)
+        if held is not None:
+            early = len(expected & seen.keys())
+            await asyncio.sleep(HOLD_SETTLE_S)
+            start = sent = time.perf_counter()
+            held.release()
         sends_done.set()
         await watcher
     finally:
+        if held is not None:
+            held.release()
         if not watcher.done():
             watcher.cancel()
     j.since = state["since"]
     last_seen = max(seen[e] for e in expected)
+    mem = _mem(j.server)
+    if held is not None:
+        return {"held_s": round(last_seen - start, 3), "held_early": early, "hwm_after_held_mb": mem.get("hwm_mb")}
     return {"burst_s": round(last_seen - start, 3), "after_last_send_s": round(max(0.0, last_seen - sent), 3),
-            "r_send_s": round(sent - start, 3), "syncs": state["syncs"], "hwm_after_burst_mb": _mem(j.server).get("hwm_mb"),
-            "rss_after_burst_mb": _mem(j.server).get("rss_mb")}
+            "r_send_s": round(sent - start, 3), "syncs": state["syncs"], "hwm_after_burst_mb": mem.get("hwm_mb"),
+            "rss_after_burst_mb": mem.get("rss_mb")}
 
 
 async def leave(j: Joiner, room_id: str) -> None:
@@ -351,12 +432,17 @@ async def run_resident(resident_kind: str, joiner_kinds: list[str], scale: FedSc
     """One resident R of ``resident_kind`` and a fresh J of each joiner kind; returns the samples."""
     started: list[srv.ServerProcess] = []
     clients: list[Matrix] = []
+    proxies: dict[str, HoldProxy] = {}
     tag = secrets.token_hex(2)
     out: dict = {"resident": resident_kind, "joiners": {k: {"samples": [], "errors": []} for k in joiner_kinds}}
     try:
         servers = {}
         for role, kind in [("R", resident_kind)] + [("J", k) for k in joiner_kinds]:
-            server = make_server(kind, f"{role}{resident_kind[0]}", workdir, provider, venv)
+            name_port = srv.free_port() if role == "J" else None
+            server = make_server(kind, f"{role}{resident_kind[0]}", workdir, provider, venv, name_port)
+            if role == "J":
+                proxies[kind] = HoldProxy(name_port, server.fed_port)
+                await proxies[kind].start()
             log(f"starting {role} {kind} ({server.server_name}) ...")
             server.start()
             started.append(server)
@@ -397,6 +483,10 @@ async def run_resident(resident_kind: str, joiner_kinds: list[str], scale: FedSc
                     sample.update(await measure_burst(j, r, room_id, scale))
                     log(f"room {k}: {scale.pdus} PDUs on {kind} in {sample['burst_s']:.2f} s "
                         f"({sample['after_last_send_s']:.2f} s after the last send; R sent in {sample['r_send_s']:.2f} s)")
+                    await asyncio.sleep(1.0)
+                    sample.update(await measure_burst(j, r, room_id, scale, held=proxies[kind], prefix="held "))
+                    log(f"room {k}: {scale.pdus} held PDUs on {kind} in {sample['held_s']:.2f} s after the release "
+                        f"({sample['held_early']} arrived before it)")
                     await leave(j, room_id)
                     await asyncio.sleep(1.0)
                 except Exception as e:  # noqa: BLE001 - one failed sample must not end the run
@@ -410,6 +500,8 @@ async def run_resident(resident_kind: str, joiner_kinds: list[str], scale: FedSc
             await m.http.close()
         for server in reversed(started):
             server.stop()
+        for proxy in proxies.values():
+            await proxy.stop()
     return out
 
 
@@ -429,7 +521,8 @@ ROW_SPECS = [
     ("hwm_after_join_mb", "J peak RSS (VmHWM) after the join", "MB"),
     ("burst_s", "{p} PDUs sent on R -> all in J's /sync (from 1st send)", "s"),
     ("after_last_send_s", "{p} PDUs: last send's 200 -> all in J's /sync", "s"),
-    ("hwm_after_burst_mb", "J peak RSS (VmHWM) after the {p} PDUs", "MB"),
+    ("held_s", "{p} PDUs queued on R (link held), released -> all in J's /sync", "s"),
+    ("hwm_after_held_mb", "J peak RSS (VmHWM) at the end", "MB"),
 ]
 
 
