@@ -18,7 +18,11 @@ Encryption", "Send-to-device messaging"; user_keys.yaml, user_devices.yaml.
   ``ToDeviceService.on_remote_queued`` (the sender reads the e2ee outbox);
 * ``DeviceKeysService.federation``: ``query_keys`` and ``claim_keys`` over ``/user/keys/*``.
 
-Presence EDUs are neither sent nor read yet.
+Presence (server-server-api.md "Presence", ``m.presence`` with ``{"push": [...]}``): inbound
+updates of the origin's users who share a room with this server go to
+``PresenceService.set_remote_state``; outbound, ``PresenceService.on_local_change`` sends a
+local user's new presence to every server sharing a room with them (kept in memory only, like
+typing: presence is best effort).
 """
 from __future__ import annotations
 
@@ -66,10 +70,13 @@ class FederationEduHandler:
         txns.register_edu_handler("m.device_list_update", self.on_device_list_update)
         txns.register_edu_handler("m.signing_key_update", self.on_signing_key_update)
         txns.register_edu_handler("m.direct_to_device", self.on_to_device)
+        txns.register_edu_handler("m.presence", self.on_presence)
         self.hs.get(TypingService).on_local_change.append(self.typing_changed)
         self.hs.get(ReceiptsService).on_local_receipt.append(self.receipt_sent)
         self.hs.get(DeviceListService).on_change.append(self.device_lists_changed)
         self.hs.get(ToDeviceService).on_remote_queued.append(self.sender.wake)
+        from homeserver.client.presence import PresenceService
+        self.hs.get(PresenceService).on_local_change.append(self.presence_changed)
         self.hs.get(DeviceKeysService).federation = self
 
     def _is_mine(self, user_id) -> bool:
@@ -126,6 +133,31 @@ class FederationEduHandler:
                     if changed:
                         self.hs.get(Notifier).notify("receipts", service.current_token(), rooms=[room_id])
 
+    async def on_presence(self, origin: str, content: dict) -> None:
+        """``{"push": [{user_id, presence, last_active_ago, status_msg?, currently_active?}]}``:
+        each update of one of ``origin``'s users joined to a room here is stored."""
+        from homeserver.client.presence import PresenceService
+        from homeserver.rooms.pipeline import RoomEventService
+        push = content.get("push")
+        if not isinstance(push, list):
+            return
+        presence = self.hs.get(PresenceService)
+        now = self.hs.clock_ms()
+        for update in push[:1000]:
+            if not isinstance(update, dict):
+                continue
+            user_id, state = update.get("user_id"), update.get("presence")
+            ago, status_msg = update.get("last_active_ago", 0), update.get("status_msg")
+            if _domain(user_id) != origin or not isinstance(state, str):
+                continue
+            if not isinstance(ago, int) or isinstance(ago, bool) or ago < 0:
+                ago = 0
+            if not isinstance(status_msg, str):
+                status_msg = None
+            if not await self.hs.get(RoomEventService).get_rooms_for_user(user_id):
+                continue  # nobody here shares a room with them
+            await presence.set_remote_state(user_id, state, status_msg, now - ago)
+
     async def on_device_list_update(self, origin: str, content: dict) -> None:
         from homeserver.e2ee.device_lists import DeviceListService
         user_id, device_id = content.get("user_id"), content.get("device_id")
@@ -167,6 +199,21 @@ class FederationEduHandler:
                 await self.sender.queue_edu(dest, "m.receipt", content,
                                             key=f"receipt {room_id} {receipt_type} {user_id} {thread}")
         return defer.ensureDeferred(send()).addErrback(lambda f: logger.error("receipt EDU failed: %s", f.value))
+
+    def presence_changed(self, state) -> None:
+        async def send():
+            from homeserver.client.presence import presence_content
+            now = self.hs.clock_ms()
+            content = presence_content(state, now)
+            update = {"user_id": state.user_id, "presence": content["presence"],
+                      "last_active_ago": content["last_active_ago"]}
+            if "currently_active" in content:
+                update["currently_active"] = content["currently_active"]
+            if state.status_msg is not None:
+                update["status_msg"] = state.status_msg
+            for dest in sorted(await self._servers_sharing_rooms(state.user_id)):
+                self.sender.send_ephemeral_edu(dest, "m.presence", {"push": [update]}, key=state.user_id)
+        defer.ensureDeferred(send()).addErrback(lambda f: logger.error("presence EDU failed: %s", f.value))
 
     async def _servers_sharing_rooms(self, user_id: str) -> set[str]:
         from homeserver.rooms.pipeline import RoomEventService

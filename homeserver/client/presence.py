@@ -11,7 +11,12 @@ ignored, GET answers ``offline``, nothing is written to the stream.
 Timeouts (Synapse's behaviour, simplified): a user whose syncs stop for
 ``SYNC_ONLINE_TIMEOUT_MS`` goes offline; an online user without activity for ``IDLE_TIMEOUT_MS``
 is reported ``unavailable``. Only users that synced are timed out (a user who only PUTs presence
-keeps what they set). Remote presence (federation EDUs) is not handled yet.
+keeps what they set).
+
+Remote users (federation's ``m.presence`` EDUs, federation/handlers/edus.py): stored in the same
+table through :meth:`PresenceService.set_remote_state` and shown like local users to those who
+share a room with them; one not updated for ``REMOTE_TIMEOUT_MS`` while online counts as offline
+(server-server-api.md "Presence"). Changes of local users are announced to ``on_local_change``.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ STATES = ("online", "unavailable", "offline")
 IDLE_TIMEOUT_MS = 5 * 60 * 1000  # presence.md "Idle timeout": e.g. 5 minutes
 SYNC_ONLINE_TIMEOUT_MS = 90 * 1000  # no /sync for this long: offline
 CURRENTLY_ACTIVE_MS = 60 * 1000  # online and active within this: currently_active
+REMOTE_TIMEOUT_MS = 30 * 60 * 1000  # a remote user not updated for this long: offline (as Synapse)
 _TIMER_INTERVAL_S = 10.0
 MAX_STATUS_MSG_CHARS = 1024
 
@@ -92,6 +98,10 @@ class PresenceService:
         self.joined_rooms_provider: Callable[[str], Awaitable[list[str]]] | None = None
         self._states: dict[str, PresenceState] = {}  # cache of local users' rows
         self._last_sync: dict[str, int] = {}
+        #: Remote users last updated (online or unavailable), for REMOTE_TIMEOUT_MS.
+        self._remote_updates: dict[str, int] = {}
+        #: ``fn(PresenceState)`` called when a local user's presence is written (federation).
+        self.on_local_change: list[Callable[[PresenceState], object]] = []
         self._timer = None
 
     # --- the stream -----------------------------------------------------------------------------
@@ -219,6 +229,22 @@ class PresenceService:
         old = await self._get_state(user_id)
         await self._write(old or PresenceState(user_id, "offline", None, self.hs.clock_ms()))
 
+    async def set_remote_state(self, user_id: str, presence: str, status_msg: str | None,
+                               last_active_ts: int) -> None:
+        """A remote user's presence as their server pushed it (``m.presence`` EDU)."""
+        if not self.enabled or self.is_mine(user_id) or presence not in STATES:
+            return
+        if presence == "offline":
+            self._remote_updates.pop(user_id, None)
+        else:
+            self._remote_updates[user_id] = self.hs.clock_ms()
+            self._ensure_timer()
+        old = await self._get_state(user_id)
+        new = PresenceState(user_id, presence, status_msg, last_active_ts)
+        if old == new:
+            return
+        await self._write(new)
+
     async def _write(self, state: PresenceState) -> None:
         ids = self.store.presence_ids
         (stream_id,) = ids.allocate(1)
@@ -235,6 +261,12 @@ class PresenceService:
             rooms = []
         notify_stream(self.hs, self.listeners, STREAM_NAME, self.current_token(), rooms=rooms,
                       users=(state.user_id,))
+        if self.is_mine(state.user_id):
+            for fn in list(self.on_local_change):
+                try:
+                    fn(state)
+                except Exception:
+                    logger.exception("presence change listener failed for %s", state.user_id)
 
     # --- timeouts -------------------------------------------------------------------------------
     def _ensure_timer(self) -> None:
@@ -261,6 +293,16 @@ class PresenceService:
             if now - last < SYNC_ONLINE_TIMEOUT_MS:
                 continue
             del self._last_sync[user_id]
+            try:
+                old = await self._get_state(user_id)
+                if old is not None and old.state != "offline":
+                    await self._write(PresenceState(user_id, "offline", old.status_msg, old.last_active_ts))
+            except Exception:
+                logger.exception("presence timeout for %s failed", user_id)
+        for user_id, last in list(self._remote_updates.items()):
+            if now - last < REMOTE_TIMEOUT_MS:
+                continue
+            del self._remote_updates[user_id]
             try:
                 old = await self._get_state(user_id)
                 if old is not None and old.state != "offline":

@@ -294,6 +294,29 @@ def test_typing_and_receipts_reach_the_other_server(nodes, users, shared_room):
     wait_for("Bob sees Alice's receipt", bob_sees_receipt, nodes=nodes)
 
 
+def test_presence_reaches_users_sharing_a_room_on_the_other_server(nodes, users, shared_room):
+    a, b = nodes
+    alice, bob = users["alice"], users["bob"]
+
+    def presence_of(node, token, user_id):
+        events = sync(node, token).get("presence", {}).get("events", [])
+        return next((e["content"] for e in events if e["sender"] == user_id), None)
+    status, resp = api(b.base_url, "PUT", f"/_matrix/client/v3/presence/{q(bob[0])}/status", bob[1],
+                       {"presence": "online", "status_msg": "working on B"})
+    assert status == 200, resp
+    got = wait_for("Alice sees Bob's presence",
+                   lambda: (c := presence_of(a, alice[1], bob[0])) and c.get("status_msg") == "working on B" and c,
+                   nodes=nodes)
+    assert got["presence"] == "online"
+    status, resp = api(a.base_url, "PUT", f"/_matrix/client/v3/presence/{q(alice[0])}/status", alice[1],
+                       {"presence": "unavailable", "status_msg": "away from A"})
+    assert status == 200, resp
+    wait_for("Bob sees Alice away",
+             lambda: (presence_of(b, bob[1], alice[0]) or {}).get("presence") == "unavailable", nodes=nodes)
+    status, resp = api(b.base_url, "GET", f"/_matrix/client/v3/presence/{q(alice[0])}/status", bob[1])
+    assert status == 200 and resp["presence"] == "unavailable" and resp.get("status_msg") == "away from A", resp
+
+
 def test_to_device_messages_and_device_keys_cross_servers(nodes, users, shared_room):
     a, b = nodes
     alice, bob = users["alice"], users["bob"]

@@ -439,3 +439,28 @@ def test_late_joiners_page_back_through_backfill_both_ways(servers, users):
         assert [e["event_id"] for e in events if e["type"] == "m.room.message"] == sent, \
             (bodies, uzel.log()[-5000:], synapse.log()[-5000:])
         assert events[0]["type"] == "m.room.create"
+
+
+def test_presence_both_ways(servers, users):
+    uzel, synapse = servers
+    ursula, sam = users["ursula"], users["sam"]
+    _, resp = api(uzel.base_url, "POST", "/_matrix/client/v3/createRoom", ursula[1], {"preset": "public_chat"})
+    room_id = resp["room_id"]
+    assert join(synapse, sam[1], room_id, uzel.name)[0] == 200
+    wait_for("uzel sees Sam joined", lambda: sam[0] in joined_members(uzel, ursula[1], room_id), servers)
+
+    def status_of(server, token, user_id):
+        status, body = api(server.base_url, "GET", f"/_matrix/client/v3/presence/{q(user_id)}/status", token)
+        return body if status == 200 else {}
+    assert api(synapse.base_url, "PUT", f"/_matrix/client/v3/presence/{q(sam[0])}/status", sam[1],
+               {"presence": "online", "status_msg": "on Synapse"})[0] == 200
+    wait_for("uzel shows Sam's presence",
+             lambda: status_of(uzel, ursula[1], sam[0]).get("status_msg") == "on Synapse", servers)
+
+    def ursula_in_sam_sync():
+        _, body = api(synapse.base_url, "GET", "/_matrix/client/v3/sync", sam[1], params={"timeout": "0"})
+        return any(e["sender"] == ursula[0] and e["content"].get("status_msg") == "on uzel"
+                   for e in body.get("presence", {}).get("events", []))
+    assert api(uzel.base_url, "PUT", f"/_matrix/client/v3/presence/{q(ursula[0])}/status", ursula[1],
+               {"presence": "online", "status_msg": "on uzel"})[0] == 200
+    wait_for("Synapse shows Ursula's presence in /sync", ursula_in_sam_sync, servers)

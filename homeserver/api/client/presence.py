@@ -22,11 +22,13 @@ def register_routes(hs, router) -> None:
 
     async def get_status(request, userId):
         """GET /_matrix/client/v3/presence/{userId}/status: 403 unless the user shares a room with
-        the requester, 404 for users this server does not know."""
+        the requester, 404 for users this server does not know. Remote users: what their server
+        last pushed (m.presence EDUs), to users sharing a room with them."""
         requester = await auth.get_requester(request, allow_guest=True)
         if not presence.is_mine(userId):
-            raise not_found("Presence of remote users is not available")
-        if requester.user_id != userId:
+            if not await presence.may_see(requester.user_id, userId):
+                raise not_found("Presence of this remote user is not available")
+        elif requester.user_id != userId:
             if not await _user_exists(hs, userId):
                 raise not_found("Unknown user")
             if not await presence.may_see(requester.user_id, userId):
