@@ -308,3 +308,28 @@ def test_a_server_denied_by_the_room_acl_is_refused_everywhere(setup):
     status, resp = setup.evil.request(setup.node, "GET", f"/_matrix/federation/v1/make_leave/{q(setup.room_id)}/"
                                       f"{q(setup.mallory)}")
     assert status == 403, resp
+
+
+def test_exchange_third_party_invite_checks_the_partial_event_and_who_asks(setup):
+    path = f"/_matrix/federation/v1/exchange_third_party_invite/{q(setup.room_id)}"
+    good = {"type": "m.room.member", "room_id": setup.room_id, "sender": setup.alice[0],
+            "state_key": f"@victim:{setup.evil.name}",
+            "content": {"membership": "invite", "third_party_invite": {
+                "display_name": "x", "signed": {"mxid": f"@victim:{setup.evil.name}", "token": "nope",
+                                                "signatures": {"id.example": {"ed25519:0": "AAAA"}}}}}}
+    for bad, code in ((dict(good, type="m.room.message"), "M_INVALID_PARAM"),
+                      (dict(good, room_id="!other:" + setup.node.name), "M_INVALID_PARAM"),
+                      ({k: v for k, v in good.items() if k != "content"}, "M_MISSING_PARAM"),
+                      (dict(good, content={"membership": "invite"}), "M_MISSING_PARAM"),
+                      (dict(good, state_key=setup.alice[0]), "M_INVALID_PARAM")):
+        status, resp = setup.evil.request(setup.node, "PUT", path, bad)
+        assert status == 400 and resp["errcode"] == code, (bad, resp)
+    # an invite of another server's user, and a token without m.room.third_party_invite: 403
+    other = dict(good, state_key=setup.alice[0],
+                 content={"membership": "invite", "third_party_invite": {
+                     "display_name": "x", "signed": dict(good["content"]["third_party_invite"]["signed"],
+                                                         mxid=setup.alice[0])}})
+    status, resp = setup.evil.request(setup.node, "PUT", path, other)
+    assert status == 403, resp
+    status, resp = setup.evil.request(setup.node, "PUT", path, good)
+    assert status == 403 and resp["errcode"] == "M_FORBIDDEN", resp

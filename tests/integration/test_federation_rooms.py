@@ -446,3 +446,47 @@ def test_space_hierarchy_shows_children_only_the_other_server_knows(nodes, users
     assert status == 200, resp
     rooms = {r["room_id"]: r for r in resp["rooms"]}
     assert space in rooms and child in rooms and rooms[child].get("name") == "Child", resp
+
+
+def test_third_party_invite_is_exchanged_with_the_resident_server(nodes, users):
+    """An identity server (a test key) reports to B that Dan bound the e-mail Alice invited in a
+    room of A: B asks A (/exchange_third_party_invite), A checks the signed block against the
+    room's m.room.third_party_invite keys and invites Dan; a block signed by another key is 403."""
+    from homeserver.protocol import signing
+    a, b = nodes
+    alice, dan = users["alice"], users["dan"]
+    id_key, other_key = signing.generate_signing_key("0"), signing.generate_signing_key("0")
+    _, resp = api(a.base_url, "POST", "/_matrix/client/v3/createRoom", alice[1], {"preset": "private_chat"})
+    room = resp["room_id"]
+    status, resp = api(a.base_url, "PUT", f"/_matrix/client/v3/rooms/{q(room)}/state/m.room.third_party_invite/tok3",
+                       alice[1], {"display_name": "d...@example.org", "key_validity_url": "https://id.example/check",
+                                  "public_key": signing.verify_key_base64(id_key),
+                                  "public_keys": [{"public_key": signing.verify_key_base64(id_key)}]})
+    assert status == 200, resp
+
+    def onbind(key):
+        signed = signing.sign_json({"mxid": dan[0], "token": "tok3"}, "id.example", key)
+        return api(b.base_url, "PUT", "/_matrix/federation/v1/3pid/onbind", None, {
+            "medium": "email", "address": "dan@example.org", "mxid": dan[0],
+            "invites": [{"medium": "email", "address": "dan@example.org", "mxid": dan[0], "room_id": room,
+                         "sender": alice[0], "signed": signed}]})
+    status, resp = onbind(other_key)
+    assert status == 403, (resp, a.log()[-3000:])
+    assert (state_content(a, alice[1], room, "m.room.member", dan[0]) or {}).get("membership") is None
+
+    status, resp = onbind(id_key)
+    assert status == 200, (resp, a.log()[-3000:], b.log()[-3000:])
+    member = state_content(a, alice[1], room, "m.room.member", dan[0])
+    assert member["membership"] == "invite", member
+    assert member["third_party_invite"]["display_name"] == "d...@example.org"
+    assert room in sync(b, dan[1]).get("rooms", {}).get("invite", {})
+    status, resp = api(b.base_url, "POST", f"/_matrix/client/v3/rooms/{q(room)}/join", dan[1])
+    assert status == 200, (resp, b.log()[-3000:])
+    wait_for("A sees Dan joined", lambda: dan[0] in members(a, alice[1], room), nodes=nodes)
+
+
+def test_exchange_third_party_invite_refuses_malformed_and_foreign_requests(nodes, users):
+    a, b = nodes
+    path = "/_matrix/federation/v1/exchange_third_party_invite/" + q("!nowhere:" + a.name)
+    status, resp = api(a.base_url, "PUT", path, None, {"type": "m.room.member"})
+    assert status == 401, resp  # unsigned
