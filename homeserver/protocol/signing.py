@@ -8,6 +8,7 @@ and ``version``). Pure functions; the only I/O is the explicit key-file helpers.
 from __future__ import annotations
 
 import binascii
+import hashlib
 import os
 import secrets
 import string
@@ -26,7 +27,7 @@ from unpaddedbase64 import decode_base64, encode_base64
 from .canonical_json import encode_canonical_json
 from .hashing import add_hashes
 from .redaction import redact
-from .room_versions import RoomVersion
+from .room_versions import EventFormat, RoomVersion
 
 SigningKey = nacl.signing.SigningKey
 VerifyKey = nacl.signing.VerifyKey
@@ -166,6 +167,38 @@ def sign_event(pdu: dict, room_version: RoomVersion, server_name: str, key: Sign
     out = dict(pdu)
     out["signatures"] = signed_redacted["signatures"]
     return out
+
+
+def sign_new_event(pdu: dict, room_version: RoomVersion, server_name: str,
+                   key: SigningKey) -> tuple[dict, str, int]:
+    """:func:`sign_event` for a new event of ours, with its event ID and its size, each canonical
+    encoding made once: ``(signed pdu, event ID, length of its canonical JSON)``.
+
+    The bytes signed (the redacted event without ``signatures``/``unsigned``, appendices.md
+    "Signing Details") are exactly the bytes of the reference hash (server-server-api.md
+    "Calculating the reference hash for an event"), so the event ID comes from the same encoding;
+    and a key added to a JSON object adds ``,"key":value`` to its length wherever it sorts, so
+    the size follows from the encodings already made. ``pdu`` must hold no ``hashes``,
+    ``signatures`` or ``unsigned`` yet (otherwise the general functions are used)."""
+    from .hashing import compute_event_id
+
+    if any(k in pdu for k in ("hashes", "signatures", "unsigned")) or not pdu:
+        signed = sign_event(pdu, room_version, server_name, key)
+        return signed, compute_event_id(signed, room_version), len(encode_canonical_json(signed))
+    content_bytes = encode_canonical_json(pdu)
+    hashes = {"sha256": encode_base64(hashlib.sha256(content_bytes).digest())}
+    hashed = dict(pdu, hashes=hashes)
+    reference_bytes = encode_canonical_json(redact(hashed, room_version))
+    signatures = {server_name: {key_id(key): encode_base64(key.sign(reference_bytes).signature)}}
+    signed = dict(hashed, signatures=signatures)
+    if room_version.event_format == EventFormat.V1:
+        event_id = pdu["event_id"]
+    else:
+        event_id = "$" + encode_base64(hashlib.sha256(reference_bytes).digest(),
+                                       urlsafe=room_version.event_format != EventFormat.V2)
+    size = (len(content_bytes) + len(',"hashes":') + len(encode_canonical_json(hashes))
+            + len(',"signatures":') + len(encode_canonical_json(signatures)))
+    return signed, event_id, size
 
 
 def verify_event_signature(pdu: dict, room_version: RoomVersion, server_name: str, key_id: str,

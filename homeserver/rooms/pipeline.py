@@ -32,12 +32,12 @@ from twisted.python.failure import Failure
 
 from homeserver.http.errors import MatrixError, forbidden
 from homeserver.protocol import event_auth, ids
-from homeserver.protocol.canonical_json import check_canonical_values, encode_canonical_json
+from homeserver.protocol.canonical_json import check_canonical_values
 from homeserver.protocol.events import Event
 from homeserver.protocol.hashing import check_content_hash
 from homeserver.protocol.redaction import redact
 from homeserver.protocol.room_versions import EventFormat, RoomVersion
-from homeserver.protocol.signing import sign_event
+from homeserver.protocol.signing import sign_new_event
 from homeserver.storage.events_store import CurrentStateDelta, EventsStore, PersistItem
 from homeserver.storage.lru import LruCache
 from homeserver.storage.state_store import StateKey, StateStore
@@ -283,13 +283,12 @@ class RoomEventService:
             pdu["event_id"] = ids.new_v1_event_id(self.hs.hostname)
         try:
             check_canonical_values(pdu, rv)
-            signed = sign_event(pdu, rv, self.hs.hostname, self.hs.signing_key)
-            size = len(encode_canonical_json(signed))
+            signed, event_id, size = sign_new_event(pdu, rv, self.hs.hostname, self.hs.signing_key)
         except (ValueError, TypeError) as e:
             raise MatrixError(400, "M_BAD_JSON", f"Event is not valid canonical JSON: {e}") from None
         if size > MAX_PDU_SIZE:
             raise MatrixError(413, "M_TOO_LARGE", "Event is larger than 65536 bytes")
-        return Event(signed, rv)
+        return Event(signed, rv, event_id=event_id)
 
     async def _event_refs(self, rv: RoomVersion, event_ids: list[str]) -> dict[str, Any]:
         """How prev_events/auth_events cite events: IDs, or ``[id, {"sha256": hash}]`` in the v1
