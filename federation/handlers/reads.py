@@ -4,9 +4,15 @@ server-server-api.md "Retrieving events" (events.yaml), "Backfilling and retriev
 events" (backfill.yaml), "Retrieving event authorisation information" (event_auth.yaml).
 
 Who may read: a server with a member in the room whose membership is join, invite or knock, or
-anyone when the room's history is ``world_readable`` (a coarse form of Synapse's
-``filter_events_for_server``; per-event history visibility for servers is not applied yet).
-Everything else is 403 M_FORBIDDEN; unknown rooms and events are 404 M_NOT_FOUND.
+anyone when the room's history is ``world_readable``; everything else is 403 M_FORBIDDEN; unknown
+rooms and events are 404 M_NOT_FOUND.
+
+Then per event, the history visibility at it (homeserver/protocol/visibility.py
+``is_event_visible_to_server``: one of the server's users could see it; ``shared`` history counts
+as seen by a server with a user joined now): ``/event`` of an event the server may not see is 404
+(as Synapse), ``/state`` and ``/state_ids`` at it 403; ``/backfill`` and ``/get_missing_events``
+send such events redacted (the DAG stays whole, the content does not leak). Events without known
+state (outliers) are judged with the current state.
 """
 from __future__ import annotations
 
@@ -15,9 +21,12 @@ from typing import Iterable
 
 from homeserver.http.errors import forbidden, not_found
 from homeserver.protocol import ids
+from homeserver.protocol import visibility as rules
 from homeserver.protocol.events import Event
+from homeserver.protocol.redaction import redact
 from homeserver.rooms.pipeline import RoomEventService
 from homeserver.storage.events_store import EventsStore
+from homeserver.storage.state_store import StateStore
 
 from .acl import ServerAclChecker
 
@@ -64,7 +73,48 @@ class FederationReadsHandler:
         if ev is None:
             raise not_found("Event not found")
         await self.check_server_in_room(origin, ev.room_id, acl=False)
+        if ev.event_id not in await self.visible_ids(origin, ev.room_id, [ev]):
+            raise not_found("Event not found")
         return self._transaction([ev])
+
+    async def visible_ids(self, origin: str, room_id: str, events: list[Event]) -> set[str]:
+        """The IDs of ``events`` (of ``room_id``) that ``origin`` may see (module docstring)."""
+        if not events:
+            return set()
+        metas = await self.store.get_event_metas(e.event_id for e in events)
+        state_store = self.hs.get(StateStore)
+        groups = {m.state_group_before for m in metas.values() if m.state_group_before is not None}
+        maps: dict = {g: await state_store.get_state_group(g) for g in groups}
+        current = None
+        if any(e.event_id not in metas or metas[e.event_id].state_group_before is None for e in events):
+            current = await self.events.get_current_state_ids(room_id)
+
+        def relevant(state: dict) -> dict:
+            return {k: v for k, v in state.items()
+                    if k == rules.HISTORY_VISIBILITY or (k[0] == "m.room.member" and _domain(k[1]) == origin)}
+        small_maps = {g: relevant(m) for g, m in maps.items()}
+        small_current = relevant(current) if current is not None else {}
+        loaded = await self.store.get_events(
+            {eid for m in [*small_maps.values(), small_current] for eid in m.values()}, allow_rejected=True)
+        joined_now = any(_domain(m) == origin for m in await self.events.get_joined_members(room_id))
+        out: set[str] = set()
+        for ev in events:
+            meta = metas.get(ev.event_id)
+            if ev.type == "m.room.create" and not ev.prev_event_ids:
+                state = {}
+            elif meta is not None and meta.state_group_before is not None:
+                state = small_maps[meta.state_group_before]
+            else:
+                state = small_current
+            resolved = {k: loaded[v] for k, v in state.items() if v in loaded}
+            if rules.is_event_visible_to_server(origin, ev, resolved, server_joined_later=joined_now):
+                out.add(ev.event_id)
+        return out
+
+    async def _filtered_pdus(self, origin: str, room_id: str, events: list[Event]) -> list[dict]:
+        """PDUs of ``events``, those ``origin`` may not see redacted."""
+        visible = await self.visible_ids(origin, room_id, events)
+        return [ev.pdu if ev.event_id in visible else redact(ev.pdu, ev.room_version) for ev in events]
 
     async def _state_before(self, origin: str, room_id: str, event_id: str | None) -> dict:
         await self.check_server_in_room(origin, room_id)
@@ -76,6 +126,9 @@ class FederationReadsHandler:
         state = await self.events.get_state_ids_before(event_id)
         if state is None:
             raise not_found("The state at this event is not known")
+        event = await self.store.get_event(event_id, allow_rejected=True)
+        if event is None or event.event_id not in await self.visible_ids(origin, room_id, [event]):
+            raise forbidden("You are not allowed to see the state at this event")
         return state
 
     async def state_ids(self, origin: str, room_id: str, event_id: str | None) -> dict:
@@ -115,7 +168,8 @@ class FederationReadsHandler:
         starts = await self.store.get_events(latest)
         frontier = [eid for ev in starts.values() if ev.room_id == room_id for eid in ev.prev_event_ids]
         out = await self._walk_back(room_id, frontier, seen, limit, min_depth)
-        return {"events": [ev.pdu for ev in sorted(out, key=lambda e: (e.depth, e.event_id))]}
+        ordered = sorted(out, key=lambda e: (e.depth, e.event_id))
+        return {"events": await self._filtered_pdus(origin, room_id, ordered)}
 
     async def backfill(self, origin: str, room_id: str, from_ids: list[str], limit: int) -> dict:
         """backfill.yaml GET /backfill/{roomId}?v=…&limit=…: the given events and those before
@@ -123,7 +177,9 @@ class FederationReadsHandler:
         await self.check_server_in_room(origin, room_id)
         limit = max(0, min(limit, MAX_BACKFILL))
         out = await self._walk_back(room_id, list(from_ids), set(), limit, 0)
-        return self._transaction(sorted(out, key=lambda e: (-e.depth, e.event_id)))
+        ordered = sorted(out, key=lambda e: (-e.depth, e.event_id))
+        return {"origin": self.hs.hostname, "origin_server_ts": self.hs.clock_ms(),
+                "pdus": await self._filtered_pdus(origin, room_id, ordered)}
 
     async def _walk_back(self, room_id: str, frontier: Iterable[str], seen: set[str], limit: int,
                          min_depth: int) -> list[Event]:

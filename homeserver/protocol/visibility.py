@@ -114,3 +114,39 @@ def filter_events_for_user(user_id: str, events_with_state: Iterable[tuple[Event
         if is_event_visible(user_id, event, state_before, joined_later=later):
             out.append(event)
     return out
+
+
+def _domain_of(user_id: Any) -> str | None:
+    if not isinstance(user_id, str):
+        return None
+    _, sep, domain = user_id.partition(":")
+    return domain if sep and domain else None
+
+
+def is_event_visible_to_server(server_name: str, event: Event, state_before: StateMap, *,
+                               server_joined_later: bool = False) -> bool:
+    """Whether another server may be sent ``event``: when one of its users could see it under
+    the rules above (modules/history_visibility.md "Server behaviour"), judged with the state
+    just before the event. ``state_before`` needs the history visibility event and the member
+    events of the server's users (others are ignored).
+
+    Rule 3 (``shared``, the user joined later) for a server: ``server_joined_later``, the caller
+    knows a user of the server joined the room after the event (e.g. one is joined now)."""
+    visibility = history_visibility_of(state_before)
+    if event.type == HISTORY_VISIBILITY[0] and event.state_key == "":
+        visibility = _least_restrictive(visibility, visibility_value(_content(event.content)))
+    if visibility == WORLD_READABLE:
+        return True
+    memberships: set[str | None] = set()
+    for key, member in state_before.items():
+        if key[0] == "m.room.member" and _domain_of(key[1]) == server_name:
+            memberships.add(membership_value(_content(member)))
+    if event.type == "m.room.member" and _domain_of(event.state_key) == server_name:
+        memberships.add(membership_value(event.content))
+    if "join" in memberships:
+        return True
+    if visibility == SHARED and server_joined_later:
+        return True
+    if visibility == INVITED and "invite" in memberships:
+        return True
+    return False

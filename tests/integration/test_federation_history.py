@@ -4,6 +4,9 @@ the other server sees it.
 * /messages backfilling: a user of B joining a room of A late pages back to the room's creation
   and reads every message, in order; backfilled events change neither B's current state nor its
   forward extremities, nor show up in /sync as new.
+* Per-event history visibility for servers: with ``joined`` history, B (signing requests with
+  its own key) cannot read events from before its user joined: /event 404, /state_ids 403,
+  /backfill and /get_missing_events send them redacted; later events are served whole.
 """
 from __future__ import annotations
 
@@ -105,3 +108,63 @@ def test_late_joiner_pages_back_to_the_room_start_through_backfill(nodes, users)
     # Paging again is served locally: the same events.
     assert [e["event_id"] for e in paginate_to_start(b, bob[1], room, limit=50)][:len(events)] == \
         [e["event_id"] for e in events]
+
+
+def signed_get(node_from: Node, node_to: Node, path: str, body=None, method: str = "GET"):
+    """A federation request from ``node_from`` (signed with its own key) to ``node_to``."""
+    import glob
+    import json
+
+    import requests
+
+    from federation.request_auth import sign_request
+    from homeserver.protocol import signing
+    (key_path,) = glob.glob(os.path.join(node_from.data_dir, "*.signing.key"))
+    key = signing.read_signing_keys(key_path)[0]
+    headers = {"Authorization": sign_request(method, path, node_from.name, node_to.name, key, body)}
+    resp = requests.request(method, node_to.base_url + path, headers=headers,
+                            data=None if body is None else json.dumps(body), timeout=30)
+    return resp.status_code, resp.json()
+
+
+def test_servers_only_get_events_their_users_could_see(nodes, users):
+    a, b = nodes
+    alice, bob = users["alice"], users["bob"]
+    status, resp = api(a.base_url, "POST", "/_matrix/client/v3/createRoom", alice[1], {
+        "preset": "public_chat", "initial_state": [
+            {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "joined"}}]})
+    assert status == 200, resp
+    room = resp["room_id"]
+    secret = send_message(a, alice[1], room, "before B joined")
+    status, resp = api(b.base_url, "POST", f"/_matrix/client/v3/join/{q(room)}", bob[1], params={"server_name": a.name})
+    assert status == 200, resp
+    after = send_message(a, alice[1], room, "after B joined")
+    wait_for("B has the later message",
+             lambda: api(b.base_url, "GET", f"/_matrix/client/v3/rooms/{q(room)}/event/{q(after)}", bob[1])[0] == 200,
+             nodes=nodes)
+
+    fed = "/_matrix/federation/v1"
+    status, resp = signed_get(b, a, f"{fed}/event/{q(secret)}")
+    assert status == 404, resp
+    status, resp = signed_get(b, a, f"{fed}/event/{q(after)}")
+    assert status == 200 and resp["pdus"][0]["content"]["body"] == "after B joined", resp
+    status, resp = signed_get(b, a, f"{fed}/state_ids/{q(room)}?event_id={q(secret)}")
+    assert status == 403, resp
+    status, resp = signed_get(b, a, f"{fed}/state_ids/{q(room)}?event_id={q(after)}")
+    assert status == 200 and resp["pdu_ids"], resp
+    status, resp = signed_get(b, a, f"{fed}/backfill/{q(room)}?v={q(after)}&limit=20")
+    assert status == 200, resp
+    contents = {p["content"].get("body") for p in resp["pdus"] if p["type"] == "m.room.message"}
+    assert contents == {"after B joined", None}, resp["pdus"]
+    status, resp = signed_get(b, a, f"{fed}/get_missing_events/{q(room)}",
+                              {"earliest_events": [], "latest_events": [after], "limit": 20}, method="POST")
+    assert status == 200, resp
+    secret_pdu = next(p for p in resp["events"] if p["type"] == "m.room.message")
+    assert secret_pdu["content"] == {} and "hashes" in secret_pdu, secret_pdu
+
+    # Bob pages back: the earlier message is not shown; B's copy of it (backfilled) is redacted.
+    events = paginate_to_start(b, bob[1], room)
+    assert secret not in [e["event_id"] for e in events]
+    assert events[0]["type"] == "m.room.create"
+    rows = db_rows(b, "SELECT json FROM events WHERE event_id = ?", (secret,))
+    assert rows and "before B joined" not in rows[0][0]

@@ -158,3 +158,39 @@ def test_redaction_applies_same_server_or_with_power():
     assert not redaction_applies(other, target, 0, 50)
     create = ev("m.room.create", {}, sender="@a:a.example", state_key="")
     assert not redaction_applies(same, create)
+
+
+# --- servers (is_event_visible_to_server) ---------------------------------------------------------
+from homeserver.protocol.visibility import is_event_visible_to_server  # noqa: E402
+
+THEM = "b.example"
+
+
+def their(membership, user=f"@u:{THEM}"):
+    return ev("m.room.member", {"membership": membership}, sender=user, state_key=user)
+
+
+@pytest.mark.parametrize("visibility,memberships,joined_later,visible", [
+    ("world_readable", [], False, True),
+    ("joined", ["join"], False, True),
+    ("joined", ["invite"], False, False),
+    ("joined", ["leave", "join"], False, True),       # any one of its users
+    ("invited", ["invite"], False, True),
+    ("invited", [], True, False),
+    ("shared", [], True, True),                       # a user joined later
+    ("shared", ["leave"], False, False),
+    ("joined", [], True, False),
+])
+def test_a_server_sees_an_event_when_one_of_its_users_could(visibility, memberships, joined_later, visible):
+    s = {("m.room.history_visibility", ""): hv(visibility)}
+    for i, m in enumerate(memberships):
+        s[("m.room.member", f"@u{i}:{THEM}")] = their(m, f"@u{i}:{THEM}")
+    s[("m.room.member", f"@x:{THEM}.evil")] = their("join", f"@x:{THEM}.evil")  # another server's user
+    assert is_event_visible_to_server(THEM, ev(), s, server_joined_later=joined_later) is visible
+
+
+def test_a_server_sees_its_users_own_joins_and_visibility_changes_to_world_readable():
+    joined_only = {("m.room.history_visibility", ""): hv("joined")}
+    assert is_event_visible_to_server(THEM, their("join"), joined_only)
+    assert is_event_visible_to_server(THEM, hv("world_readable"), joined_only)
+    assert not is_event_visible_to_server(THEM, ev(), joined_only)
