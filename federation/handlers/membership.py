@@ -306,6 +306,8 @@ class FederationMembershipHandler:
             await self.fed_events.check_signatures(event)
         except PduRejected as e:
             raise forbidden(str(e)) from None
+        from .invite_state import check_invite_room_state
+        await check_invite_room_state(self.fed_events, rv, room_id, body.get("invite_room_state"))
         if await self.events.get_membership(room_id, event.state_key) in ("join", "ban"):
             raise forbidden("The user is already joined to or banned from the room")
         signed = sign_event(event.pdu, rv, self.hs.hostname, self.hs.signing_key)

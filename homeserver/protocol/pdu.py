@@ -105,6 +105,39 @@ def parse_pdu(pdu: Any, rv: RoomVersion) -> Event:
         raise PduFormatError(f"cannot derive the event ID: {e}") from None
 
 
+class InviteStateError(ValueError):
+    """A malformed ``invite_room_state`` (``errcode`` M_MISSING_PARAM or M_INVALID_PARAM)."""
+
+    def __init__(self, errcode: str, msg: str):
+        super().__init__(msg)
+        self.errcode = errcode
+
+
+def parse_invite_room_state(raw: Any, room_id: str, rv: RoomVersion) -> list[Event]:
+    """The events of an invite's ``invite_room_state`` (invites-v2.yaml, spec v1.16): a list of
+    state events formatted for the room version (full PDUs), all in the invite's room (v12 create
+    events: their derived room ID), the ``m.room.create`` event among them. Their signatures are
+    the caller's to check. Raises :class:`InviteStateError`."""
+    if raw is None:
+        raise InviteStateError("M_MISSING_PARAM", "invite_room_state is required")
+    if not isinstance(raw, list):
+        raise InviteStateError("M_INVALID_PARAM", "invite_room_state must be a list of events")
+    events = []
+    for i, entry in enumerate(raw):
+        try:
+            event = parse_pdu(entry, rv)
+        except PduFormatError as e:
+            raise InviteStateError("M_INVALID_PARAM", f"invite_room_state[{i}] is not a valid event: {e}") from None
+        if event.room_id != room_id:
+            raise InviteStateError("M_INVALID_PARAM", f"invite_room_state[{i}] is not in {room_id}")
+        if not event.is_state():
+            raise InviteStateError("M_INVALID_PARAM", f"invite_room_state[{i}] is not a state event")
+        events.append(event)
+    if not any(e.type == "m.room.create" and e.state_key == "" for e in events):
+        raise InviteStateError("M_INVALID_PARAM", "invite_room_state must include the m.room.create event")
+    return events
+
+
 def is_invite_via_third_party(event: Event) -> bool:
     return (event.type == "m.room.member" and event.membership == "invite"
             and "third_party_invite" in event.content)

@@ -64,6 +64,9 @@ class RoomVersion:
     # Room ID is derived from the create event's reference hash; create has no room_id
     # and is never listed in auth_events (v12).
     room_id_from_create_event: bool
+    # invites-v2.yaml (spec v1.16): invite_room_state must be well-formed PDUs of the room
+    # including m.room.create — "MAY" apply to v1–v11, "SHOULD" from v12: checked from v12.
+    strict_invite_room_state: bool = False
 
     @property
     def event_id_has_server(self) -> bool:
@@ -112,6 +115,7 @@ def _v(identifier: str, n: int) -> RoomVersion:
         redacts_in_content=n >= 11,
         privileged_creators=n >= 12,
         room_id_from_create_event=n >= 12,
+        strict_invite_room_state=n >= 12,
     )
 
 

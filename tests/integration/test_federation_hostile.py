@@ -333,3 +333,36 @@ def test_exchange_third_party_invite_checks_the_partial_event_and_who_asks(setup
     assert status == 403, resp
     status, resp = setup.evil.request(setup.node, "PUT", path, good)
     assert status == 403 and resp["errcode"] == "M_FORBIDDEN", resp
+
+
+def test_invites_into_v12_rooms_need_a_well_formed_signed_invite_room_state(setup):
+    """invites-v2.yaml (v1.16): the invite_room_state of a v12 room must hold the room's
+    m.room.create as a signed PDU; otherwise 400 M_MISSING_PARAM / M_INVALID_PARAM."""
+    from homeserver.protocol.events import Event
+    rv = KNOWN_ROOM_VERSIONS["12"]
+    evil, alice = setup.evil, setup.alice
+    now = int(time.time() * 1000)
+    create = evil.sign_event({"type": "m.room.create", "state_key": "", "sender": setup.mallory,
+                              "content": {"room_version": "12"}, "origin_server_ts": now, "depth": 1,
+                              "prev_events": [], "auth_events": []}, rv)
+    create_id = Event(create, rv).event_id
+    room_id = "!" + create_id[1:]
+    invite = evil.sign_event({"type": "m.room.member", "state_key": alice[0], "sender": setup.mallory,
+                              "room_id": room_id, "content": {"membership": "invite"}, "origin_server_ts": now,
+                              "depth": 2, "prev_events": [create_id], "auth_events": []}, rv)
+    invite_id = Event(invite, rv).event_id
+    path = f"/_matrix/federation/v2/invite/{q(room_id)}/{q(invite_id)}"
+    body = {"room_version": "12", "event": invite}
+    stripped = {"type": "m.room.create", "state_key": "", "sender": setup.mallory, "content": {"room_version": "12"}}
+    forged = evil.sign_event(dict(create, signatures={}), rv, key=evil.other_key)
+    other_room = evil.sign_event(dict(create, content={"room_version": "12", "x": 1}, signatures={}), rv)
+    for state, code in ((None, "M_MISSING_PARAM"), ([], "M_INVALID_PARAM"), ([stripped], "M_INVALID_PARAM"),
+                        ([forged], "M_INVALID_PARAM"), ([other_room], "M_INVALID_PARAM")):
+        sent = dict(body) if state is None else dict(body, invite_room_state=state)
+        status, resp = evil.request(setup.node, "PUT", path, sent)
+        assert status == 400 and resp["errcode"] == code, (state, resp)
+    status, resp = evil.request(setup.node, "PUT", path, dict(body, invite_room_state=[create]))
+    assert status == 200, resp
+    status, resp = api(setup.node.base_url, "GET", "/_matrix/client/v3/sync", alice[1], params={"timeout": "0"})
+    invite_state = resp["rooms"]["invite"][room_id]["invite_state"]["events"]
+    assert any(e["type"] == "m.room.create" for e in invite_state)

@@ -90,3 +90,40 @@ def test_multipart_media_bodies_round_trip():
     parts = parse_multipart(ctype, body)
     assert parts[0] == ({"content-type": "application/json"}, b"{}")
     assert parts[1][0]["content-type"] == "image/png" and parts[1][1] == b"\r\nbinary\r\n--x"
+
+
+# --- invite_room_state (invites-v2.yaml, spec v1.16) ------------------------------------------------
+from homeserver.protocol.pdu import InviteStateError, parse_invite_room_state  # noqa: E402
+
+
+def _v12_create(**content):
+    return signing.sign_event({"type": "m.room.create", "state_key": "", "sender": "@u:a.test",
+                               "content": {"room_version": "12", **content}, "origin_server_ts": 1, "depth": 1,
+                               "prev_events": [], "auth_events": []}, V12, "a.test", KEY)
+
+
+def test_invite_room_state_of_v12_rooms_must_hold_the_rooms_create_pdu():
+    create = _v12_create()
+    room_id = parse_pdu(create, V12).room_id
+    name = signing.sign_event({"type": "m.room.name", "state_key": "", "sender": "@u:a.test", "room_id": room_id,
+                               "content": {"name": "n"}, "origin_server_ts": 2, "depth": 2,
+                               "prev_events": ["$" + "a" * 43], "auth_events": ["$" + "b" * 43]},
+                              V12, "a.test", KEY)
+    events = parse_invite_room_state([create, name], room_id, V12)
+    assert [e.type for e in events] == ["m.room.create", "m.room.name"]
+    assert V12.strict_invite_room_state and not V10.strict_invite_room_state
+
+
+@pytest.mark.parametrize("raw,errcode", [
+    (None, "M_MISSING_PARAM"),
+    ({"type": "m.room.create"}, "M_INVALID_PARAM"),
+    ([], "M_INVALID_PARAM"),                                                       # no create
+    ([{"type": "m.room.create", "state_key": "", "sender": "@u:a.test", "content": {}}], "M_INVALID_PARAM"),
+    ([_v12_create(other="room")], "M_INVALID_PARAM"),                              # another room's create
+    (["not an event"], "M_INVALID_PARAM"),
+])
+def test_malformed_invite_room_state_is_refused(raw, errcode):
+    room_id = parse_pdu(_v12_create(), V12).room_id
+    with pytest.raises(InviteStateError) as e:
+        parse_invite_room_state(raw, room_id, V12)
+    assert e.value.errcode == errcode
