@@ -354,6 +354,7 @@ async def measure_join(j: Joiner, r: Resident, room_id: str, scale: FedScale) ->
     after = _mem(j.server)
     return {"join_s": round(joined - start, 3), "join_sync_s": round(max(in_sync, joined) - start, 3),
             "rss_before_mb": before.get("rss_mb"), "rss_after_mb": after.get("rss_mb"),
+            "rss_growth_mb": round(after["rss_mb"] - before["rss_mb"], 1) if before and after else None,
             "hwm_after_join_mb": after.get("hwm_mb")}
 
 
@@ -518,6 +519,7 @@ ROW_SPECS = [
     ("join_sync_s", "remote join ({n} members): POST /join -> room in J's /sync", "s"),
     ("rss_before_mb", "J RSS before the join", "MB"),
     ("rss_after_mb", "J RSS after the join (room in /sync)", "MB"),
+    ("rss_growth_mb", "J RSS growth from the join", "MB"),
     ("hwm_after_join_mb", "J peak RSS (VmHWM) after the join", "MB"),
     ("burst_s", "{p} PDUs sent on R -> all in J's /sync (from 1st send)", "s"),
     ("after_last_send_s", "{p} PDUs: last send's 200 -> all in J's /sync", "s"),
@@ -548,7 +550,7 @@ def _fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "error"
     if unit == "MB":
-        return f"{value:.0f} MB"
+        return f"{value:.0f} MB" if abs(value) >= 20 else f"{value:.1f} MB"
     return f"{value:.2f} s" if value < 100 else f"{value:.0f} s"
 
 
