@@ -4,7 +4,11 @@
 public_rooms.yaml (``POST /publicRooms``, falling back to ``GET`` when a server does not know the
 POST form); content_repository.yaml (``GET /_matrix/federation/v1/media/download/{mediaId}``: a
 ``multipart/mixed`` answer whose first part is JSON metadata and second the content; a
-``Location`` part pointing elsewhere is followed once without authentication).
+``Location`` part pointing elsewhere is followed once without authentication). A server without
+the federation media endpoints (404 ``M_UNRECOGNIZED``, as servers before spec v1.11 answer) is
+asked the deprecated ``GET /_matrix/media/v3/download/{serverName}/{mediaId}?allow_remote=false``
+instead (content-repo "Client behaviour"/ server-server-api.md "Content Repository": plain bytes,
+Content-Type and Content-Disposition headers).
 """
 from __future__ import annotations
 
@@ -78,6 +82,8 @@ class FederationMediaFetcher(RemoteMediaFetcher):
             raise not_found("The media's server cannot be reached") from None
         if code == 504:
             raise MatrixError(504, "M_NOT_YET_UPLOADED", "The remote media is not uploaded yet")
+        if _unrecognized(code, body):
+            return await self._fetch_legacy(server_name, media_id, max_size=max_size, timeout_ms=timeout_ms)
         if code != 200:
             raise not_found("Remote media not found")
         parts = parse_multipart(headers.get("content-type", ""), body)
@@ -90,6 +96,34 @@ class FederationMediaFetcher(RemoteMediaFetcher):
             raise remote_too_large(max_size)
         return FetchedMedia(data, part_headers.get("content-type"), _filename(part_headers.get("content-disposition")))
 
+    async def _fetch_legacy(self, server_name: str, media_id: str, *, max_size: int,
+                            timeout_ms: int) -> FetchedMedia:
+        """The deprecated unauthenticated download (content-repo v3), ``allow_remote=false``
+        so the server does not in turn fetch from elsewhere; a redirect is followed once."""
+        from ..client import FederationClient, FederationError, FederationUnreachable
+        client = self.hs.get(FederationClient)
+        path = f"/_matrix/media/v3/download/{quote(server_name, safe='')}/{quote(media_id, safe='')}"
+        try:
+            code, headers, body = await client.get_raw(
+                server_name, path, {"allow_remote": "false", "allow_redirect": "true", "timeout_ms": timeout_ms},
+                max_size=max_size + 1, timeout_s=max(20.0, timeout_ms / 1000 + 10))
+        except FederationError as e:
+            if e.errcode == "M_TOO_LARGE":
+                raise remote_too_large(max_size) from None
+            raise not_found("Remote media could not be fetched") from None
+        except FederationUnreachable as e:
+            logger.info("legacy media download from %s failed: %s", server_name, e)
+            raise not_found("The media's server cannot be reached") from None
+        if code in (301, 302, 303, 307, 308) and "location" in headers:
+            body, headers = await self._follow(headers["location"], max_size)
+        elif code == 504:
+            raise MatrixError(504, "M_NOT_YET_UPLOADED", "The remote media is not uploaded yet")
+        elif code != 200:
+            raise not_found("Remote media not found")
+        if len(body) > max_size:
+            raise remote_too_large(max_size)
+        return FetchedMedia(body, headers.get("content-type"), _filename(headers.get("content-disposition")))
+
     async def _follow(self, url: str, max_size: int) -> tuple[bytes, dict]:
         import treq
         if not url.startswith("https://"):
@@ -100,6 +134,18 @@ class FederationMediaFetcher(RemoteMediaFetcher):
         data = await resp.content()
         hdrs = {k.decode("latin-1").lower(): v[-1].decode("latin-1") for k, v in resp.headers.getAllRawHeaders()}
         return data, hdrs
+
+
+def _unrecognized(code: int, body: bytes) -> bool:
+    """Whether an answer says the endpoint is unknown (404/400/405 ``M_UNRECOGNIZED``), not the media."""
+    if code not in (400, 404, 405):
+        return False
+    import json
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and parsed.get("errcode") == "M_UNRECOGNIZED"
 
 
 def _filename(disposition: str | None) -> str | None:

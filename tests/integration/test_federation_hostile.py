@@ -42,6 +42,10 @@ class EvilServer:
         self.name = f"127.0.0.1:{self.port}"
         self.key = signing.generate_signing_key("evil")
         self.other_key = signing.generate_signing_key("evil")  # never published
+        #: media_id -> bytes, served only by the deprecated /_matrix/media/v3/download (this peer
+        #: predates the federation media endpoints); the paths asked are recorded.
+        self.media: dict[str, bytes] = {}
+        self.paths: list[str] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,6 +56,22 @@ class EvilServer:
                         "verify_keys": {signing.key_id(owner.key): {"key": signing.verify_key_base64(owner.key)}},
                         "old_verify_keys": {}}, owner.name, owner.key)
                     self._json(200, doc)
+                elif self.path.startswith("/_matrix/federation/v1/media/"):
+                    owner.paths.append(self.path)
+                    self._json(404, {"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"})
+                elif self.path.startswith(f"/_matrix/media/v3/download/{quote(owner.name, safe='')}/"):
+                    owner.paths.append(self.path)
+                    media_id = self.path.split("?")[0].rsplit("/", 1)[1]
+                    if media_id not in owner.media:
+                        return self._json(404, {"errcode": "M_NOT_FOUND", "error": "no such media"})
+                    data = owner.media[media_id]
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Disposition", "inline; filename=old.txt")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(data)
                 else:
                     self._json(404, {"errcode": "M_NOT_FOUND", "error": "nothing here"})
 
@@ -63,6 +83,7 @@ class EvilServer:
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                self.send_header("Connection", "close")  # HTTP/1.0: no reuse of the connection
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -366,3 +387,21 @@ def test_invites_into_v12_rooms_need_a_well_formed_signed_invite_room_state(setu
     status, resp = api(setup.node.base_url, "GET", "/_matrix/client/v3/sync", alice[1], params={"timeout": "0"})
     invite_state = resp["rooms"]["invite"][room_id]["invite_state"]["events"]
     assert any(e["type"] == "m.room.create" for e in invite_state)
+
+
+def test_media_of_a_server_without_federation_media_endpoints_comes_from_the_legacy_download(setup):
+    """404 M_UNRECOGNIZED on /_matrix/federation/v1/media/download: uzel falls back to
+    /_matrix/media/v3/download/{server}/{mediaId}?allow_remote=false."""
+    evil, alice = setup.evil, setup.alice
+    evil.media["oldmedia"] = b"bytes from an old server"
+    got = requests.get(f"{setup.node.base_url}/_matrix/client/v1/media/download/{q(evil.name)}/oldmedia",
+                       headers={"Authorization": f"Bearer {alice[1]}"}, timeout=30)
+    assert got.status_code == 200 and got.content == b"bytes from an old server", \
+        (got.status_code, got.text, evil.paths, setup.node.log()[-3000:])
+    assert "old.txt" in got.headers.get("Content-Disposition", "")
+    legacy = [p for p in evil.paths if p.startswith("/_matrix/media/v3/download/")]
+    assert legacy and "allow_remote=false" in legacy[0], evil.paths
+    assert any(p.startswith("/_matrix/federation/v1/media/download/oldmedia") for p in evil.paths)
+    got = requests.get(f"{setup.node.base_url}/_matrix/client/v1/media/download/{q(evil.name)}/missing",
+                       headers={"Authorization": f"Bearer {alice[1]}"}, timeout=30)
+    assert got.status_code == 404, got.text
