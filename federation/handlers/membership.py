@@ -171,7 +171,9 @@ class FederationMembershipHandler:
             if not any([await self.events.get_room_version(r) is not None for r in rooms]):
                 raise MatrixError(400, "M_UNABLE_TO_AUTHORISE_JOIN",
                                   "This server is in none of the rooms the join is restricted to")
-            raise MatrixError(403, "M_UNABLE_TO_GRANT_JOIN", "You are not in any of the allowed rooms")
+            # joins-v2.yaml: 403 when the room does not permit the user to join (Synapse's
+            # joining side would try other servers on M_UNABLE_TO_GRANT_JOIN, then answer 502).
+            raise forbidden("You are not in any of the rooms or spaces required to join this room")
         keys = [("m.room.create", ""), ("m.room.power_levels", "")]
         loaded = await self.store.get_events([state[k] for k in keys if k in state])
         pl_state = {k: loaded[state[k]] for k in keys if k in state and state[k] in loaded}
@@ -180,7 +182,8 @@ class FederationMembershipHandler:
             if self.is_mine(member) and get_user_power_level(member, pl_state) >= needed:
                 content["join_authorised_via_users_server"] = member
                 return
-        raise MatrixError(400, "M_UNABLE_TO_AUTHORISE_JOIN", "No local user can authorise this join")
+        # joins-v2.yaml: the user qualifies but no member of ours may invite: another server may.
+        raise MatrixError(400, "M_UNABLE_TO_GRANT_JOIN", "This server cannot send invites to you")
 
     async def send_membership(self, origin: str, room_id: str, event_id: str, pdu: Any, membership: str,
                               *, omit_members: bool = False) -> dict:

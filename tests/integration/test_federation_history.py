@@ -12,23 +12,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import tempfile
 
 import pytest
 
-from tests.integration.harness import api, free_port, register_user, stop_server
-from tests.integration.test_federation_rooms import Node, _write, q, send_message, start, wait_for
+from tests.integration.harness import ENGINES, api, free_port, register_user, stop_server
+from tests.integration.test_federation_rooms import Node, _write, node_db, q, send_message, start, wait_for
 
 
-@pytest.fixture(scope="module")
-def nodes():
+@pytest.fixture(scope="module", params=ENGINES)
+def nodes(request):
     pa, pb = free_port(), free_port()
     out = []
     try:
         for port, peer in ((pa, pb), (pb, pa)):
             data_dir = tempfile.mkdtemp(prefix="uzel-fedhist-")
-            node = Node(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", data_dir, _write(data_dir, port, peer))
+            node = Node(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", data_dir,
+                        _write(data_dir, port, peer, request.param))
             out.append(node)
             start(node)
         yield out
@@ -44,11 +44,6 @@ def nodes():
 def users(nodes):
     a, b = nodes
     return {"alice": register_user(a.base_url, "alice"), "bob": register_user(b.base_url, "bob")}
-
-
-def db_rows(node: Node, sql: str, args) -> list[tuple]:
-    with sqlite3.connect(os.path.join(node.data_dir, "homeserver.db")) as conn:
-        return conn.execute(sql, tuple(args)).fetchall()
 
 
 def paginate_to_start(node: Node, token: str, room_id: str, limit: int = 7) -> list[dict]:
@@ -101,9 +96,9 @@ def test_late_joiner_pages_back_to_the_room_start_through_backfill(nodes, users)
     wait_for("A receives B's message",
              lambda: api(a.base_url, "GET", f"/_matrix/client/v3/rooms/{q(room)}/event/{q(from_b)}",
                          alice[1])[0] == 200, nodes=nodes)
-    extremities = db_rows(b, "SELECT event_id FROM event_forward_extremities WHERE room_id = ?", (room,))
+    extremities = node_db(b, "SELECT event_id FROM event_forward_extremities WHERE room_id = ?", (room,))
     assert extremities == [(from_b,)]
-    streams = db_rows(b, f"SELECT stream_ordering FROM events WHERE event_id IN ({','.join('?' * 30)})", sent)
+    streams = node_db(b, f"SELECT stream_ordering FROM events WHERE event_id IN ({','.join('?' * 30)})", sent)
     assert len(streams) == 30 and all(s < 0 for (s,) in streams)
     # Paging again is served locally: the same events.
     assert [e["event_id"] for e in paginate_to_start(b, bob[1], room, limit=50)][:len(events)] == \
@@ -166,5 +161,5 @@ def test_servers_only_get_events_their_users_could_see(nodes, users):
     events = paginate_to_start(b, bob[1], room)
     assert secret not in [e["event_id"] for e in events]
     assert events[0]["type"] == "m.room.create"
-    rows = db_rows(b, "SELECT json FROM events WHERE event_id = ?", (secret,))
+    rows = node_db(b, "SELECT json FROM events WHERE event_id = ?", (secret,))
     assert rows and "before B joined" not in rows[0][0]

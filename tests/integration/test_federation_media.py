@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import sqlite3
 from urllib.parse import quote
 
 import pytest
@@ -17,7 +16,7 @@ from federation.handlers.remote_reads import parse_multipart
 from federation.request_auth import sign_request
 from homeserver.protocol.signing import read_signing_keys
 from tests.integration.harness import api, register_user
-from tests.integration.test_federation_rooms import nodes  # noqa: F401 (fixture)
+from tests.integration.test_federation_rooms import node_db, nodes  # noqa: F401 (fixture)
 
 FED = "/_matrix/federation/v1/media"
 
@@ -115,8 +114,7 @@ def test_quarantined_media_is_not_served_over_federation(nodes, people):  # noqa
     status, resp = api(a.base_url, "POST", "/_matrix/media/v3/upload", people[0][1], data=b"bad bytes",
                        headers={"Content-Type": "text/plain"})
     media_id = resp["content_uri"].rsplit("/", 1)[1]
-    with sqlite3.connect(os.path.join(a.data_dir, "homeserver.db"), timeout=30) as conn:
-        conn.execute("UPDATE local_media SET quarantined_by = ? WHERE media_id = ?", ("@admin:x", media_id))
+    node_db(a, "UPDATE local_media SET quarantined_by = ? WHERE media_id = ?", ("@admin:x", media_id))
     assert signed_get(b, a, f"{FED}/download/{media_id}").status_code == 404
     got = requests.get(f"{b.base_url}/_matrix/client/v1/media/download/{q(a.name)}/{media_id}",
                        headers={"Authorization": f"Bearer {people[1][1]}"}, timeout=60)

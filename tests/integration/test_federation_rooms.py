@@ -4,7 +4,8 @@
 leaving, profile and alias queries, and delivery to a server that was down for a while.
 
 Server names are ``127.0.0.1:PORT``; each server only talks to the other over the real
-server-server API (signed requests, /send transactions, make_join/send_join, ...)."""
+server-server API (signed requests, /send transactions, make_join/send_join, ...). The module runs
+once per database engine (SQLite, PostgreSQL)."""
 from __future__ import annotations
 
 import os
@@ -19,7 +20,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from tests.integration.harness import REPO_ROOT, api, free_port, register_user, stop_server, write_config
+from tests.integration.harness import ENGINES, REPO_ROOT, api, db_execute, free_port, register_user, stop_server, \
+    write_config
 
 WAIT_S = 30.0
 
@@ -40,13 +42,24 @@ class Node:
             return ""
 
 
-def _write(data_dir: str, port: int, peer_port: int) -> str:
-    path, _ = write_config(data_dir, port, "sqlite", {
+def _write(data_dir: str, port: int, peer_port: int, engine: str = "sqlite") -> str:
+    path, _ = write_config(data_dir, port, engine, {
         "ip_range_whitelist": ["127.0.0.0/8"],
         "federation_client_plain_http_destinations": [f"127.0.0.1:{peer_port}"],
         "allow_public_rooms_over_federation": True,
     }, server_name=f"127.0.0.1:{port}")
     return path
+
+
+def node_db(node: Node, sql: str, args=()) -> list[tuple]:
+    """Run one SQL statement (``?`` placeholders) on the node's database, whichever engine its
+    config names; returns the rows."""
+    import types
+
+    import yaml
+    with open(node.config_path) as f:
+        config = yaml.safe_load(f)
+    return db_execute(types.SimpleNamespace(config=config), sql, tuple(args))
 
 
 def start(node: Node) -> None:
@@ -68,14 +81,16 @@ def start(node: Node) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="module")
-def nodes():
+@pytest.fixture(scope="module", params=ENGINES)
+def nodes(request):
+    """Two nodes on one database engine (each its own database), for every engine."""
     pa, pb = free_port(), free_port()
     out = []
     try:
         for port, peer in ((pa, pb), (pb, pa)):
             data_dir = tempfile.mkdtemp(prefix="uzel-fed-")
-            node = Node(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", data_dir, _write(data_dir, port, peer))
+            node = Node(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", data_dir,
+                        _write(data_dir, port, peer, request.param))
             out.append(node)
             start(node)
         yield out

@@ -405,6 +405,17 @@ def test_delivery_after_the_other_side_was_down(servers, users):
         wait_for("uzel catches up", lambda: has_event(uzel, ursula[1], room_id, event_id), servers, timeout=90)
 
 
+def fresh_sync(server, token) -> dict:
+    """An initial /sync that Synapse answers afresh: it keeps the answer of an identical /sync for
+    two minutes (``caches.sync_response_cache_duration``), so each call carries its own filter."""
+    import json
+    flt = {"account_data": {"not_types": [f"t{time.monotonic_ns()}"]}}
+    status, body = api(server.base_url, "GET", "/_matrix/client/v3/sync", token,
+                       params={"timeout": "0", "filter": json.dumps(flt)})
+    assert status == 200, body
+    return body
+
+
 def _paginate_to_start(server, token, room_id, limit=7) -> list[dict]:
     """Every event /messages returns paging backwards from the end, oldest first."""
     events: list[dict] = []
@@ -458,9 +469,73 @@ def test_presence_both_ways(servers, users):
              lambda: status_of(uzel, ursula[1], sam[0]).get("status_msg") == "on Synapse", servers)
 
     def ursula_in_sam_sync():
-        _, body = api(synapse.base_url, "GET", "/_matrix/client/v3/sync", sam[1], params={"timeout": "0"})
+        body = fresh_sync(synapse, sam[1])
         return any(e["sender"] == ursula[0] and e["content"].get("status_msg") == "on uzel"
                    for e in body.get("presence", {}).get("events", []))
     assert api(uzel.base_url, "PUT", f"/_matrix/client/v3/presence/{q(ursula[0])}/status", ursula[1],
                {"presence": "online", "status_msg": "on uzel"})[0] == 200
     wait_for("Synapse shows Ursula's presence in /sync", ursula_in_sam_sync, servers)
+
+
+def _knock(server, token, room_id, via):
+    return api(server.base_url, "POST", f"/_matrix/client/v3/knock/{q(room_id)}", token, {"reason": "let me in"},
+               params={"server_name": via}, timeout=90)
+
+
+def test_knocks_both_ways(servers, users):
+    """A user of each server knocks on a knock room of the other; the room's user sees the knock
+    and invites them; they join."""
+    uzel, synapse = servers
+    ursula, sam = users["ursula"], users["sam"]
+    for owner, owner_user, knocker, knocker_user in ((uzel, ursula, synapse, sam), (synapse, sam, uzel, ursula)):
+        status, resp = api(owner.base_url, "POST", "/_matrix/client/v3/createRoom", owner_user[1], {
+            "preset": "private_chat", "room_version": "10",
+            "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]})
+        assert status == 200, resp
+        room_id = resp["room_id"]
+        status, resp = _knock(knocker, knocker_user[1], room_id, owner.name)
+        assert status == 200, (resp, uzel.log()[-4000:], synapse.log()[-4000:])
+        wait_for("the room's server sees the knock",
+                 lambda: membership(owner, owner_user[1], room_id, knocker_user[0]) == "knock", servers)
+        status, resp = api(owner.base_url, "POST", f"/_matrix/client/v3/rooms/{q(room_id)}/invite", owner_user[1],
+                           {"user_id": knocker_user[0]})
+        assert status == 200, resp
+
+        def knocker_invited():
+            return room_id in fresh_sync(knocker, knocker_user[1]).get("rooms", {}).get("invite", {})
+        wait_for("the knocker is invited", knocker_invited, servers)
+        status, resp = join(knocker, knocker_user[1], room_id, owner.name)
+        assert status == 200, (resp, uzel.log()[-4000:], synapse.log()[-4000:])
+        wait_for("the knocker joined", lambda: knocker_user[0] in joined_members(owner, owner_user[1], room_id), servers)
+
+
+def test_restricted_joins_both_ways(servers, users):
+    """A room restricted to members of a space: a user of the other server is refused until they
+    join the space, then the room's server authorises the join (join_authorised_via_users_server)."""
+    uzel, synapse = servers
+    uma, sid = users["uma"], users["sid"]
+    for owner, owner_user, joiner, joiner_user in ((uzel, uma, synapse, sid), (synapse, sid, uzel, uma)):
+        status, resp = api(owner.base_url, "POST", "/_matrix/client/v3/createRoom", owner_user[1],
+                           {"preset": "public_chat", "creation_content": {"type": "m.space"}})
+        assert status == 200, resp
+        space = resp["room_id"]
+        status, resp = api(owner.base_url, "POST", "/_matrix/client/v3/createRoom", owner_user[1], {
+            "preset": "private_chat", "room_version": "10", "initial_state": [
+                {"type": "m.room.join_rules", "state_key": "",
+                 "content": {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]}}]})
+        assert status == 200, resp
+        restricted = resp["room_id"]
+        status, resp = join(joiner, joiner_user[1], restricted, owner.name)
+        assert status == 403, resp
+        status, resp = join(joiner, joiner_user[1], space, owner.name)
+        assert status == 200, resp
+        wait_for("the space's server sees the join",
+                 lambda: joiner_user[0] in joined_members(owner, owner_user[1], space), servers)
+        status, resp = join(joiner, joiner_user[1], restricted, owner.name)
+        assert status == 200, (resp, uzel.log()[-4000:], synapse.log()[-4000:])
+        wait_for("the room's server sees the join",
+                 lambda: joiner_user[0] in joined_members(owner, owner_user[1], restricted), servers)
+        status, member = api(owner.base_url, "GET",
+                             f"/_matrix/client/v3/rooms/{q(restricted)}/state/m.room.member/{q(joiner_user[0])}",
+                             owner_user[1])
+        assert status == 200 and member.get("join_authorised_via_users_server") == owner_user[0], member
