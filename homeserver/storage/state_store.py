@@ -52,9 +52,11 @@ class StateStore:
         self.db = hs.db
         self._key_nids: dict[StateKey, int] = {}
         self._keys_by_nid: dict[int, StateKey] = {}
-        # state_group -> (full state map, delta_depth); weighed by the number of keys.
+        # state_group -> (full state map, delta_depth); weighed by the number of keys. Every
+        # state event of a big room adds a full map (a join into a 1,000-member room: 1,000
+        # entries, ~70 kB), so the budget is kept to what recent reads use (~15 MB).
         self._groups: LruCache[int, tuple[dict[StateKey, str], int]] = LruCache(
-            max_weight=2_000_000, weigher=lambda v: len(v[0]) + 1)
+            max_weight=200_000, weigher=lambda v: len(v[0]) + 1)
         self._last_key_nid, self._last_group = self.db.run_sync("state_store_init", self._init_txn)
 
     @staticmethod
