@@ -54,10 +54,17 @@ class Txn:
         return self
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> "Txn":
+        """Run sql once per row. On PostgreSQL the rows go in pages of statements rather than one
+        round trip per row (psycopg2's executemany sends each separately); rowcount is then unreliable."""
         rows = [tuple(r) for r in rows]
         if rows:
             try:
-                self._cursor.executemany(self._engine.convert_sql(sql), rows)
+                sql = self._engine.convert_sql(sql)
+                if self._engine.name == "postgres" and len(rows) > 1:
+                    from psycopg2.extras import execute_batch
+                    execute_batch(self._cursor, sql, rows, page_size=200)
+                else:
+                    self._cursor.executemany(sql, rows)
             except (ValueError, UnicodeEncodeError) as e:
                 if _is_unstorable(e):
                     raise UnstorableText(str(e)) from e
