@@ -22,7 +22,8 @@ Rules applied to every request (server-server-api.md "Resolving server names", "
 * certificates are verified against the system's trust store unless
   ``federation_verify_certificates: false``;
 * every resolved IP address is checked against ``ip_range_blacklist`` / ``ip_range_whitelist``
-  before connecting (so a DNS name pointing at 127.0.0.1 is refused by default);
+  before connecting (so a DNS name pointing at 127.0.0.1 is refused by default;
+  homeserver/http/outbound.py, shared with URL previews and push gateways);
 * destinations outside ``federation_domain_whitelist`` (when set) are refused before any I/O;
 * requests carry ``Authorization: X-Matrix`` signed with our key over method, uri (path and
   query), origin, destination and the JSON body.
@@ -42,13 +43,13 @@ from urllib.parse import quote, urlencode
 
 import treq
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from homeserver.http.outbound import AddressDenied, TlsPolicy, connect_checked
 from homeserver.protocol.ids import parse_server_name
 
 from . import discovery
@@ -58,7 +59,6 @@ from .request_auth import sign_request
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 60.0
-CONNECT_TIMEOUT_S = 10.0
 MAX_RESPONSE_SIZE = 64 * 1024 * 1024
 _SCHEME_FEDERATION = b"matrix-federation"
 
@@ -91,37 +91,6 @@ class _BlockedAddress(Exception):
     pass
 
 
-# --- TLS ---------------------------------------------------------------------------------------
-
-@implementer(IOpenSSLClientConnectionCreator)
-class _UnverifiedTLS:
-    """TLS without certificate checks (``federation_verify_certificates: false``), SNI still sent."""
-
-    def __init__(self, options, sni: str | None):
-        self._options = options
-        self._sni = sni.encode("idna") if sni else None
-
-    def clientConnectionForTLS(self, tls_protocol):
-        connection = self._options.clientConnectionForTLS(tls_protocol)
-        if self._sni:
-            connection.set_tlsext_host_name(self._sni)
-        return connection
-
-
-class _TlsPolicy:
-    def __init__(self, verify: bool):
-        self.verify = verify
-        self._unverified_options = None
-
-    def creator(self, tls_name: str):
-        from twisted.internet import ssl
-        if self.verify:
-            return ssl.optionsForClientTLS(tls_name)
-        if self._unverified_options is None:
-            self._unverified_options = ssl.CertificateOptions(verify=False)
-        return _UnverifiedTLS(self._unverified_options, None if discovery.is_ip_address(tls_name) else tls_name)
-
-
 # --- endpoints ---------------------------------------------------------------------------------
 
 @implementer(IStreamClientEndpoint)
@@ -151,17 +120,16 @@ class _ResolvingEndpoint:
         last_error: Exception | None = None
         for host, port in targets:
             addresses = [host] if discovery.is_ip_address(host) else await owner.dns.addresses(host)
-            for address in addresses:
-                if not owner.ip_allowed(address):
-                    blocked.append(address)
-                    continue
-                endpoint = owner.tcp_endpoint(address, port)
-                if self._use_tls:
-                    endpoint = wrapClientTLS(owner.tls.creator(plan.tls_name), endpoint)
-                try:
-                    return await endpoint.connect(protocol_factory)
-                except Exception as e:  # try the next address
-                    last_error = e
+            if not addresses:
+                continue
+            try:
+                return await connect_checked(owner.reactor, host, addresses, port, protocol_factory,
+                                             ip_allowed=owner.ip_allowed, tls=owner.tls if self._use_tls else None,
+                                             tls_name=plan.tls_name)
+            except AddressDenied as e:
+                blocked.extend(e.addresses)
+            except Exception as e:  # try the next target
+                last_error = e
         if last_error is not None:
             raise last_error
         if blocked:
@@ -174,16 +142,12 @@ class _EndpointFactory:
     """Endpoints for ``matrix-federation://<effective name>`` (SRV discovery, TLS),
     ``https://host[:port]`` (``.well-known``, TLS) and ``http://host:port`` (plain test switch)."""
 
-    def __init__(self, reactor, dns: DnsResolver, ip_allowed, tls: _TlsPolicy, *, allow_http: bool):
+    def __init__(self, reactor, dns: DnsResolver, ip_allowed, tls: TlsPolicy, *, allow_http: bool):
         self.reactor = reactor
         self.dns = dns
         self.ip_allowed = ip_allowed
         self.tls = tls
         self.allow_http = allow_http
-
-    def tcp_endpoint(self, address: str, port: int):
-        cls = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
-        return cls(self.reactor, address, port, timeout=CONNECT_TIMEOUT_S)
 
     def endpointForURI(self, uri):
         netloc = uri.netloc.decode("ascii")
@@ -209,7 +173,7 @@ class FederationClient:
         self.reactor = hs.reactor
         self.dns = dns or TwistedDnsResolver()
         self.plain_http_destinations = frozenset(config.federation_client_plain_http_destinations)
-        tls = _TlsPolicy(config.federation_verify_certificates)
+        tls = TlsPolicy(config.federation_verify_certificates)
         self._pool = HTTPConnectionPool(self.reactor, persistent=True)
         self._pool.maxPersistentPerHost = 5
         self._pool.cachedConnectionTimeout = 120

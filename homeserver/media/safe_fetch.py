@@ -8,7 +8,8 @@ checked (server-side request forgery):
 * the host is resolved here and each address checked with ``ip_allowed`` (for previews
   ``Config.url_preview_ip_allowed``: url_preview_ip_range_whitelist, else not in
   url_preview_ip_range_blacklist) *before* connecting, and the connection goes to the address that
-  was checked — a DNS name cannot switch to a private address between check and use;
+  was checked — a DNS name cannot switch to a private address between check and use
+  (homeserver/http/outbound.py, shared with federation and push gateways);
 * redirects are followed by this module (at most ``max_redirects``), and every target goes through
   the same checks (and ``url_allowed``, the url_preview_url_blacklist);
 * a ``Content-Length`` over ``max_size`` is refused before reading, and the body is cut off (and
@@ -20,32 +21,22 @@ text) or "URL blocked", 502 M_TOO_LARGE, 504 M_UNKNOWN on timeout, 502 M_UNKNOWN
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
-import socket
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
-from twisted.internet import defer, ssl, threads
-from twisted.internet.endpoints import (
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    wrapClientTLS,
-)
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory
-from zope.interface import implementer
 
 from homeserver.http.errors import MatrixError, invalid_param
+from homeserver.http.outbound import AddressDenied, CheckedEndpointFactory
 
 logger = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 10.0
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 _MAX_DISCARD = 64 * 1024
 MAX_URL_LENGTH = 2048
@@ -77,10 +68,6 @@ def normalise_url(url: str) -> str:
     return urlunsplit((parts.scheme.lower(), netloc, path, query, ""))
 
 
-class _Blocked(Exception):
-    """Every address of the host is refused by the IP lists."""
-
-
 class _TooLarge(Exception):
     pass
 
@@ -102,59 +89,6 @@ def ip_blocked() -> MatrixError:
 
 def too_large(max_size: int) -> MatrixError:
     return MatrixError(502, "M_TOO_LARGE", f"Requested file is too large > {max_size} bytes")
-
-
-def _ip_literal(host: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(host.strip("[]")))
-    except ValueError:
-        return None
-
-
-@implementer(IStreamClientEndpoint)
-class _CheckedEndpoint:
-    def __init__(self, factory: _CheckedEndpointFactory, host: str, port: int, use_tls: bool):
-        self._factory, self._host, self._port, self._use_tls = factory, host, port, use_tls
-
-    def connect(self, protocol_factory):
-        return defer.ensureDeferred(self._connect(protocol_factory))
-
-    async def _connect(self, protocol_factory):
-        f = self._factory
-        literal = _ip_literal(self._host)
-        if literal is not None:
-            addresses = [literal]
-        else:
-            infos = await threads.deferToThreadPool(f.reactor, f.reactor.getThreadPool(), socket.getaddrinfo,
-                                                    self._host, self._port, 0, socket.SOCK_STREAM)
-            addresses = list(dict.fromkeys(info[4][0] for info in infos))
-        allowed = [a for a in addresses if f.ip_allowed(a)]
-        if not allowed:
-            logger.info("URL fetch: refusing %s, every address is blocked (%s)", self._host, ", ".join(addresses))
-            raise _Blocked(self._host)
-        last_error: Exception | None = None
-        for address in allowed:
-            cls = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
-            endpoint = cls(f.reactor, address, self._port, timeout=CONNECT_TIMEOUT_S)
-            if self._use_tls:
-                endpoint = wrapClientTLS(ssl.optionsForClientTLS(literal or self._host), endpoint)
-            try:
-                return await endpoint.connect(protocol_factory)
-            except Exception as e:  # the next address
-                last_error = e
-        raise last_error or ConnectionError(f"no address for {self._host}")
-
-
-@implementer(IAgentEndpointFactory)
-class _CheckedEndpointFactory:
-    def __init__(self, reactor, ip_allowed: Callable[[str], bool]):
-        self.reactor = reactor
-        self.ip_allowed = ip_allowed
-
-    def endpointForURI(self, uri):
-        if uri.scheme not in (b"http", b"https"):
-            raise ValueError(f"unsupported URI scheme {uri.scheme!r}")
-        return _CheckedEndpoint(self, uri.host.decode("idna").strip("[]"), uri.port, uri.scheme == b"https")
 
 
 class _Collector(Protocol):
@@ -207,7 +141,7 @@ class SafeHttpClient:
         self.timeout_s = timeout_s
         self.user_agent = user_agent
         pool = HTTPConnectionPool(reactor, persistent=False)
-        self._agent = Agent.usingEndpointFactory(reactor, _CheckedEndpointFactory(reactor, ip_allowed), pool=pool)
+        self._agent = Agent.usingEndpointFactory(reactor, CheckedEndpointFactory(reactor, ip_allowed), pool=pool)
 
     async def get(self, url: str, *, max_size: int, read_body: Callable[[str | None], bool],
                   url_allowed: Callable[[str], bool] = lambda _u: True) -> FetchedUrl:
@@ -234,7 +168,7 @@ class SafeHttpClient:
     def _client_error(e: Exception, url: str, max_size: int) -> MatrixError:
         if isinstance(e, MatrixError):
             return e
-        if isinstance(e, _Blocked):
+        if isinstance(e, AddressDenied):
             return ip_blocked()
         if isinstance(e, _TooLarge):
             return too_large(max_size)

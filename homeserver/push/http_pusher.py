@@ -9,27 +9,22 @@ Rules": never notify the sender) and pusher.yaml (``data`` minus ``url`` goes to
   :func:`event_notification`, :func:`badge_notification`, :func:`rejected_pushkeys`) are pure.
 * :class:`PushGatewayClient` POSTs JSON to gateway URLs, refusing addresses outside
   ``ip_range_blacklist``/``ip_range_whitelist`` as federation does (a pusher URL is chosen by a
-  client, so it must not reach internal services).
+  client, so it must not reach internal services; homeserver/http/outbound.py).
 * :class:`HttpPusher` delivers one pusher's notifications in stream order, records its progress
   (homeserver/storage/push_store.py), backs off on failure and is removed when the gateway
   rejects its pushkey. :class:`~homeserver.push.pusher_pool.PusherPool` owns and wakes them.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-import socket
 from typing import TYPE_CHECKING, Any, Mapping
 
 import treq
-from twisted.internet import defer, ssl, threads
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet import defer
 from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.iweb import IAgentEndpointFactory
-from zope.interface import implementer
 
+from homeserver.http.outbound import CheckedEndpointFactory
 from homeserver.protocol.events import Event
 from homeserver.storage.push_store import DeliveryState, PendingPush
 
@@ -39,7 +34,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EVENT_ID_ONLY = "event_id_only"
-CONNECT_TIMEOUT_S = 10.0
 REQUEST_TIMEOUT_S = 30.0
 
 
@@ -141,68 +135,13 @@ class GatewayUnreachable(Exception):
     """No HTTP answer: DNS, refused or blocked connection, TLS failure, timeout."""
 
 
-def _ip_literal(host: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(host.strip("[]")))
-    except ValueError:
-        return None
-
-
-@implementer(IStreamClientEndpoint)
-class _CheckedEndpoint:
-    """Resolves the gateway's host, refuses denied addresses, connects to the first that answers
-    (TLS verified against the host name for https)."""
-
-    def __init__(self, factory: "_CheckedEndpointFactory", host: str, port: int, use_tls: bool):
-        self._factory, self._host, self._port, self._use_tls = factory, host, port, use_tls
-
-    def connect(self, protocol_factory):
-        return defer.ensureDeferred(self._connect(protocol_factory))
-
-    async def _connect(self, protocol_factory):
-        f = self._factory
-        literal = _ip_literal(self._host)
-        if literal is not None:
-            addresses = [literal]
-        else:
-            infos = await threads.deferToThreadPool(f.reactor, f.reactor.getThreadPool(), socket.getaddrinfo,
-                                                    self._host, self._port, 0, socket.SOCK_STREAM)
-            addresses = list(dict.fromkeys(info[4][0] for info in infos))
-        last_error: Exception | None = None
-        for address in addresses:
-            if not f.ip_allowed(address):
-                last_error = ConnectionRefusedError(f"{self._host} resolves to a denied address ({address})")
-                continue
-            cls = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
-            endpoint = cls(f.reactor, address, self._port, timeout=CONNECT_TIMEOUT_S)
-            if self._use_tls:
-                endpoint = wrapClientTLS(ssl.optionsForClientTLS(literal or self._host), endpoint)
-            try:
-                return await endpoint.connect(protocol_factory)
-            except Exception as e:
-                last_error = e
-        raise last_error or ConnectionError(f"no address for {self._host}")
-
-
-@implementer(IAgentEndpointFactory)
-class _CheckedEndpointFactory:
-    def __init__(self, reactor, ip_allowed):
-        self.reactor = reactor
-        self.ip_allowed = ip_allowed
-
-    def endpointForURI(self, uri):
-        if uri.scheme not in (b"http", b"https"):
-            raise ValueError(f"unsupported URI scheme {uri.scheme!r}")
-        return _CheckedEndpoint(self, uri.host.decode("idna"), uri.port, uri.scheme == b"https")
-
-
 class PushGatewayClient:
     def __init__(self, reactor, ip_allowed):
         self.reactor = reactor
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 10
         self._pool.retryAutomatically = False
-        self._agent = Agent.usingEndpointFactory(reactor, _CheckedEndpointFactory(reactor, ip_allowed),
+        self._agent = Agent.usingEndpointFactory(reactor, CheckedEndpointFactory(reactor, ip_allowed),
                                                  pool=self._pool)
 
     async def post_json(self, url: str, body: dict) -> tuple[int, Any]:
