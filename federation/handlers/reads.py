@@ -53,7 +53,7 @@ class FederationReadsHandler:
 
     async def server_can_read(self, origin: str, room_id: str) -> bool:
         for member in await self.events.get_joined_members(room_id):
-            if _domain(member) == origin:
+            if ids.domain_or_none(member) == origin:
                 return True
         state = await self.events.get_current_state_ids(room_id)
         hv = state.get(("m.room.history_visibility", ""))
@@ -61,7 +61,8 @@ class FederationReadsHandler:
             ev = await self.store.get_event(hv)
             if ev is not None and ev.content.get("history_visibility") == "world_readable":
                 return True
-        member_ids = [eid for (t, sk), eid in state.items() if t == "m.room.member" and _domain(sk) == origin]
+        member_ids = [eid for (t, sk), eid in state.items()
+                      if t == "m.room.member" and ids.domain_or_none(sk) == origin]
         for ev in (await self.store.get_events(member_ids)).values():
             if ev.membership in _MEMBERSHIPS_THAT_SEE:
                 return True
@@ -91,12 +92,13 @@ class FederationReadsHandler:
 
         def relevant(state: dict) -> dict:
             return {k: v for k, v in state.items()
-                    if k == rules.HISTORY_VISIBILITY or (k[0] == "m.room.member" and _domain(k[1]) == origin)}
+                    if k == rules.HISTORY_VISIBILITY
+                    or (k[0] == "m.room.member" and ids.domain_or_none(k[1]) == origin)}
         small_maps = {g: relevant(m) for g, m in maps.items()}
         small_current = relevant(current) if current is not None else {}
         loaded = await self.store.get_events(
             {eid for m in [*small_maps.values(), small_current] for eid in m.values()}, allow_rejected=True)
-        joined_now = any(_domain(m) == origin for m in await self.events.get_joined_members(room_id))
+        joined_now = any(ids.domain_or_none(m) == origin for m in await self.events.get_joined_members(room_id))
         out: set[str] = set()
         for ev in events:
             meta = metas.get(ev.event_id)
@@ -211,10 +213,3 @@ class FederationReadsHandler:
     def _transaction(self, events: list[Event]) -> dict:
         return {"origin": self.hs.hostname, "origin_server_ts": self.hs.clock_ms(),
                 "pdus": [ev.pdu for ev in events]}
-
-
-def _domain(user_id: str) -> str | None:
-    try:
-        return ids.get_domain(user_id)
-    except ValueError:
-        return None

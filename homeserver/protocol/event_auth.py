@@ -250,14 +250,14 @@ def check_auth_rules(event: Event, state: State, *,
 
     # v1–v11 rule 3, v12 rule 4: m.federate.
     if create.content.get("m.federate", True) is False:
-        if _domain(event.sender) != _domain(create.sender):
+        if ids.domain_or_none(event.sender) != ids.domain_or_none(create.sender):
             raise rules.fail(str(rules.federate), "room is not federated and sender is on another server")
 
     # v1–v5 rule 4: m.room.aliases.
     if rv.special_case_aliases_auth and event.type == "m.room.aliases":
         if not event.is_state():
             raise rules.fail(f"{rules.aliases}.1", "m.room.aliases has no state_key")
-        if event.state_key != _domain(event.sender):
+        if event.state_key != ids.domain_or_none(event.sender):
             raise rules.fail(f"{rules.aliases}.2", "sender's domain does not match the state_key")
         return
 
@@ -293,8 +293,8 @@ def check_auth_rules(event: Event, state: State, *,
         if sender_level >= _level(state, "redact"):
             return
         redacts = event.redacts
-        if isinstance(redacts, str) and _domain(redacts) is not None \
-                and _domain(redacts) == _domain(event.event_id):
+        if isinstance(redacts, str) and ids.domain_or_none(redacts) is not None \
+                and ids.domain_or_none(redacts) == ids.domain_or_none(event.event_id):
             return
         raise rules.fail(f"{rules.redaction}.3",
                          "sender is below the redact level and the redacted event is from another server")
@@ -309,8 +309,8 @@ def _check_create(event: Event, rules: _Rules) -> None:
         if "room_id" in event.pdu:
             raise rules.fail("1.2", "the create event has a room_id")
     else:
-        room_domain = _domain(event.room_id) if isinstance(event.room_id, str) else None
-        if room_domain is None or room_domain != _domain(event.sender):
+        room_domain = ids.domain_or_none(event.room_id) if isinstance(event.room_id, str) else None
+        if room_domain is None or room_domain != ids.domain_or_none(event.sender):
             raise rules.fail("1.2", "the room_id's domain does not match the sender's")
     if "room_version" in event.content:
         version = event.content["room_version"]
@@ -338,7 +338,7 @@ def _check_membership(event: Event, state: State, create: Event, rules: _Rules,
     # v8+ member rule 2: the authorising server must have signed a restricted join.
     if rv.restricted_join_rule and "join_authorised_via_users_server" in event.content:
         via = event.content["join_authorised_via_users_server"]
-        via_domain = _domain(via) if isinstance(via, str) else None
+        via_domain = ids.domain_or_none(via) if isinstance(via, str) else None
         if via_domain is None:
             raise rules.fail(f"{m}.2.1", "join_authorised_via_users_server is not a user ID")
         if signature_checker is not None and not signature_checker(event, via_domain):
@@ -585,10 +585,3 @@ def _join_rule(state: State) -> str:
 
 def _level(state: State, name: str) -> int:
     return get_named_level(state, name, DEFAULT_LEVELS[name])
-
-
-def _domain(identifier: str) -> str | None:
-    try:
-        return ids.get_domain(identifier)
-    except (ValueError, AttributeError):
-        return None

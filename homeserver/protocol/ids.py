@@ -173,6 +173,15 @@ def get_domain(identifier: str) -> str:
     return domain
 
 
+def domain_or_none(identifier: object) -> str | None:
+    """The domain of ``&localpart:domain`` like :func:`get_domain`, or None when ``identifier`` is
+    not a string or has no domain (for comparisons over untrusted event fields)."""
+    if not isinstance(identifier, str):
+        return None
+    _, sep, domain = identifier.partition(":")
+    return domain if sep and domain else None
+
+
 def random_string(n: int) -> str:
     """``n`` cryptographically random ASCII letters."""
     return "".join(secrets.choice(string.ascii_letters) for _ in range(n))

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Mapping
 
 from .events import Event
+from .ids import domain_or_none
 
 HISTORY_VISIBILITY = ("m.room.history_visibility", "")
 
@@ -116,13 +117,6 @@ def filter_events_for_user(user_id: str, events_with_state: Iterable[tuple[Event
     return out
 
 
-def _domain_of(user_id: Any) -> str | None:
-    if not isinstance(user_id, str):
-        return None
-    _, sep, domain = user_id.partition(":")
-    return domain if sep and domain else None
-
-
 def is_event_visible_to_server(server_name: str, event: Event, state_before: StateMap, *,
                                server_joined_later: bool = False) -> bool:
     """Whether another server may be sent ``event``: when one of its users could see it under
@@ -139,9 +133,9 @@ def is_event_visible_to_server(server_name: str, event: Event, state_before: Sta
         return True
     memberships: set[str | None] = set()
     for key, member in state_before.items():
-        if key[0] == "m.room.member" and _domain_of(key[1]) == server_name:
+        if key[0] == "m.room.member" and domain_or_none(key[1]) == server_name:
             memberships.add(membership_value(_content(member)))
-    if event.type == "m.room.member" and _domain_of(event.state_key) == server_name:
+    if event.type == "m.room.member" and domain_or_none(event.state_key) == server_name:
         memberships.add(membership_value(event.content))
     if "join" in memberships:
         return True

@@ -2,6 +2,7 @@
 import pytest
 
 from homeserver.protocol.ids import (
+    domain_or_none,
     get_domain,
     is_valid_event_id,
     is_valid_localpart,
@@ -148,6 +149,13 @@ def test_get_domain_returns_text_after_first_colon():
         get_domain(V12_ROOM_ID)
     with pytest.raises(ValueError):
         get_domain("@a:")
+
+
+def test_domain_or_none_is_get_domain_without_raising():
+    assert domain_or_none("@a:example.org:8448") == "example.org:8448"
+    assert domain_or_none(V12_ROOM_ID) is None
+    assert domain_or_none("@a:") is None
+    assert domain_or_none(None) is None and domain_or_none(42) is None
 
 
 def test_random_string_is_ascii_letters_of_requested_length():
