@@ -1,5 +1,6 @@
-"""Query parameters shared by the history endpoints: limits, directions, pagination tokens and
-filters. Each raises 400 with the spec's error code instead of letting bad input through."""
+"""Query parameters shared by the history endpoints: directions, pagination tokens and filters
+(limits and booleans: homeserver/http/params.py). Each raises 400 with the spec's error code
+instead of letting bad input through."""
 from __future__ import annotations
 
 import json
@@ -11,33 +12,12 @@ from homeserver.sync.tokens import RoomPosition, TokenError, parse_room_position
 MAX_INT64 = 2**63 - 1
 
 
-def parse_limit(text: str | None, default: int, maximum: int, name: str = "limit") -> int:
-    """A non-negative integer, ``default`` when absent, capped at ``maximum``."""
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise invalid_param(f"{name} must be an integer") from None
-    if value < 0:
-        raise invalid_param(f"{name} must not be negative")
-    return min(value, maximum)
-
-
 def parse_dir(text: str | None, default: str = "b") -> bool:
     """``dir``: True for backwards (``b``), False for forwards (``f``)."""
     value = default if text is None else text
     if value not in ("b", "f"):
         raise invalid_param("dir must be 'b' or 'f'")
     return value == "b"
-
-
-def parse_bool(text: str | None, name: str) -> bool | None:
-    if text is None:
-        return None
-    if text in ("true", "false"):
-        return text == "true"
-    raise invalid_param(f"{name} must be 'true' or 'false'")
 
 
 def parse_position(text: str | None, name: str) -> RoomPosition | None:

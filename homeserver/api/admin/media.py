@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from homeserver.accounts.auth import AuthService
 from homeserver.http.errors import MatrixError, forbidden, invalid_param, missing_param, not_found
+from homeserver.http.params import bool_arg
 from homeserver.media.repository import MediaRepository, check_mxc_parts
 
 ADMIN_V1 = "/_synapse/admin/v1"
@@ -72,7 +73,7 @@ def register_routes(hs, router) -> None:
             raise MatrixError(400, "M_INVALID_PARAM", "Can only delete local media")
         before_ts = _timestamp(request, "before_ts")
         size_gt = _non_negative(request, "size_gt", 0)
-        keep_profiles = _boolean(request, "keep_profiles", True)
+        keep_profiles = bool_arg(request, "keep_profiles", True)
         deleted = await repo().delete_old_local_media(before_ts, size_gt, keep_profiles)
         return 200, {"deleted_media": deleted, "total": len(deleted)}
 
@@ -107,12 +108,3 @@ def _timestamp(request, name: str) -> int:
         raise invalid_param(f"Query parameter {name} you provided is from the year 1970. "
                             "Double check that you are providing a timestamp in milliseconds.")
     return ts
-
-
-def _boolean(request, name: str, default: bool) -> bool:
-    value = request.arg(name)
-    if value is None:
-        return default
-    if value not in ("true", "false"):
-        raise invalid_param(f"Query parameter {name} must be 'true' or 'false'")
-    return value == "true"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from homeserver.accounts.auth import AuthService
 from homeserver.history.indexer import HistoryIndexer
 from homeserver.history.messages import MessagesService
-from homeserver.history.params import parse_filter_json, parse_limit
+from homeserver.history.params import parse_filter_json
+from homeserver.http.params import int_arg
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
@@ -24,7 +25,7 @@ def register_routes(hs, router) -> None:
         requester = await auth.get_requester(request, allow_guest=True)
         body = await messages.get_context(
             requester.user_id, roomId, eventId,
-            limit=parse_limit(request.arg("limit"), DEFAULT_LIMIT, MAX_LIMIT),
+            limit=int_arg(request, "limit", DEFAULT_LIMIT, maximum=MAX_LIMIT),
             event_filter=parse_filter_json(request.arg("filter")), device_id=requester.device_id)
         return 200, body
 

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from homeserver.accounts.auth import AuthService
-from homeserver.api.client.sync import parse_bool, parse_int, parse_since
+from homeserver.api.client.sync import parse_since
 from homeserver.client.filtering import SyncFilter
 from homeserver.http.errors import invalid_param
+from homeserver.http.params import bool_arg, int_arg
 from homeserver.sync import legacy
 from homeserver.sync.service import SyncService
 
@@ -20,7 +21,7 @@ def register_routes(hs, router) -> None:
         ``timeout`` ms; ``{"start", "end", "chunk"}``."""
         requester = await auth.get_requester(request, allow_guest=True)
         since = parse_since(request.arg("from")) or sync.current_token()
-        timeout = parse_int(request, "timeout", DEFAULT_EVENTS_TIMEOUT_MS)
+        timeout = int_arg(request, "timeout", DEFAULT_EVENTS_TIMEOUT_MS)
         response = await sync.sync(requester, SyncFilter(), since, timeout_ms=timeout)
         return 200, {"start": str(since), "end": response["next_batch"], "chunk": legacy.events_chunk(response)}
 
@@ -28,10 +29,10 @@ def register_routes(hs, router) -> None:
         """GET /_matrix/client/v3/initialSync: every room with its latest ``limit`` messages and
         current state (left rooms too with ``archived=true``)."""
         requester = await auth.get_requester(request, allow_guest=True)
-        limit = parse_int(request, "limit", 10)
+        limit = int_arg(request, "limit", 10)
         if limit > 2**53 - 1:  # the integer range of appendices.md "Canonical JSON"
             raise invalid_param("Query parameter 'limit' is too large")
-        archived = parse_bool(request, "archived")
+        archived = bool_arg(request, "archived")
         response = await sync.sync(requester, legacy.legacy_filter(limit, archived), None, use_state_after=True)
         return 200, legacy.initial_sync_body(response)
 

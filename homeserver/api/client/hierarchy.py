@@ -4,6 +4,7 @@ from __future__ import annotations
 from homeserver.accounts.auth import AuthService
 from homeserver.directory.hierarchy import SpaceHierarchyService
 from homeserver.http.errors import invalid_param
+from homeserver.http.params import bool_arg
 
 
 def _int_arg(request, name: str) -> int | None:
@@ -16,15 +17,6 @@ def _int_arg(request, name: str) -> int | None:
         raise invalid_param(f"{name} must be an integer")
 
 
-def _bool_arg(request, name: str) -> bool:
-    value = request.arg(name)
-    if value is None:
-        return False
-    if value not in ("true", "false"):
-        raise invalid_param(f"{name} must be true or false")
-    return value == "true"
-
-
 def register_routes(hs, router) -> None:
     auth = hs.get(AuthService)
     service = hs.get(SpaceHierarchyService)
@@ -35,7 +27,7 @@ def register_routes(hs, router) -> None:
         root, 400 for bad parameters or tokens."""
         requester = await auth.get_requester(request)
         return 200, await service.get_hierarchy(
-            requester, roomId, suggested_only=_bool_arg(request, "suggested_only"),
+            requester, roomId, suggested_only=bool_arg(request, "suggested_only"),
             max_depth=_int_arg(request, "max_depth"), limit=_int_arg(request, "limit"),
             from_token=request.arg("from"))
 

@@ -20,6 +20,7 @@ import logging
 from homeserver.accounts.auth import AuthService
 from homeserver.accounts.ratelimit import Ratelimiter
 from homeserver.http.errors import invalid_param, missing_param
+from homeserver.http.params import bool_arg
 from homeserver.http.server import RawResponse
 from homeserver.media import headers
 from homeserver.media.preview import UrlPreviewer
@@ -97,15 +98,15 @@ def register_routes(hs, router) -> None:
     async def _download(request, server_name, media_id, file_name, *, legacy):
         file_name = check_file_name(file_name)
         content = await repo.download(server_name, media_id, timeout_ms=parse_timeout_ms(request.arg("timeout_ms")),
-                                      allow_remote=_bool_arg(request, "allow_remote", True), legacy=legacy)
+                                      allow_remote=bool_arg(request, "allow_remote", True), legacy=legacy)
         return _media_response(content, file_name or content.upload_name)
 
     async def _thumbnail(request, server_name, media_id, *, legacy):
         width, height = _dimension(request, "width"), _dimension(request, "height")
         content = await repo.thumbnail(server_name, media_id, width, height, request.arg("method") or "scale",
-                                       _bool_arg(request, "animated", False),
+                                       bool_arg(request, "animated", False),
                                        timeout_ms=parse_timeout_ms(request.arg("timeout_ms")),
-                                       allow_remote=_bool_arg(request, "allow_remote", True), legacy=legacy)
+                                       allow_remote=bool_arg(request, "allow_remote", True), legacy=legacy)
         return RawResponse(200, content.data, content.content_type, headers.thumbnail_headers(content.content_type))
 
     for v in ("v3", "r0", "v1"):
@@ -165,12 +166,3 @@ def _dimension(request, name: str) -> int:
     if number < 1 or number > 100_000:
         raise invalid_param(f"{name} must be between 1 and 100000")
     return number
-
-
-def _bool_arg(request, name: str, default: bool) -> bool:
-    value = request.arg(name)
-    if value is None:
-        return default
-    if value in ("true", "false"):
-        return value == "true"
-    raise invalid_param(f"{name} must be 'true' or 'false'")

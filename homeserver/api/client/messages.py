@@ -5,7 +5,8 @@ from __future__ import annotations
 from homeserver.accounts.auth import AuthService
 from homeserver.history.indexer import HistoryIndexer
 from homeserver.history.messages import MessagesService
-from homeserver.history.params import parse_dir, parse_filter_json, parse_limit, parse_position
+from homeserver.history.params import parse_dir, parse_filter_json, parse_position
+from homeserver.http.params import int_arg
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 1000
@@ -27,7 +28,7 @@ def register_routes(hs, router) -> None:
             requester.user_id, roomId,
             from_pos=parse_position(from_text, "from"), from_text=from_text,
             to_pos=parse_position(request.arg("to"), "to"), backwards=parse_dir(request.arg("dir")),
-            limit=parse_limit(request.arg("limit"), DEFAULT_LIMIT, MAX_LIMIT),
+            limit=int_arg(request, "limit", DEFAULT_LIMIT, maximum=MAX_LIMIT),
             event_filter=parse_filter_json(request.arg("filter")), device_id=requester.device_id)
         return 200, body
 

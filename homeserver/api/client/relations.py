@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from homeserver.accounts.auth import AuthService
 from homeserver.history.indexer import HistoryIndexer
-from homeserver.history.params import parse_bool, parse_dir, parse_limit, parse_position
+from homeserver.history.params import parse_dir, parse_position
 from homeserver.history.relations import RelationsService
+from homeserver.http.params import bool_arg, int_arg
 
 DEFAULT_LIMIT = 5
 MAX_LIMIT = 1000
@@ -27,8 +28,8 @@ def register_routes(hs, router) -> None:
             requester.user_id, roomId, eventId, rel_type=relType or None, event_type=eventType or None,
             from_pos=parse_position(request.arg("from"), "from"), to_pos=parse_position(request.arg("to"), "to"),
             backwards=parse_dir(request.arg("dir")),
-            limit=parse_limit(request.arg("limit"), DEFAULT_LIMIT, MAX_LIMIT),
-            recurse=parse_bool(request.arg("recurse"), "recurse"), device_id=requester.device_id)
+            limit=int_arg(request, "limit", DEFAULT_LIMIT, maximum=MAX_LIMIT),
+            recurse=bool_arg(request, "recurse", None), device_id=requester.device_id)
         return 200, body
 
     router.add("GET", PREFIX, get_relations, "client")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from homeserver.accounts.auth import AuthService
 from homeserver.client.filters import FilterService
 from homeserver.http.errors import invalid_param
+from homeserver.http.params import bool_arg, int_arg
 from homeserver.push.notification_counts import NotificationCounter
 from homeserver.sync.service import SyncService
 from homeserver.sync.tokens import SyncToken, TokenError
@@ -27,29 +28,6 @@ def unstable_state_after_names(body: dict) -> dict:
     return body
 
 
-def parse_bool(request, name: str, default: bool = False) -> bool:
-    """A boolean query parameter: "true" or "false" (400 M_INVALID_PARAM otherwise, as Synapse)."""
-    value = request.arg(name)
-    if value is None:
-        return default
-    if value not in ("true", "false"):
-        raise invalid_param(f"Boolean query parameter {name!r} must be one of ['true', 'false']")
-    return value == "true"
-
-
-def parse_int(request, name: str, default: int) -> int:
-    value = request.arg(name)
-    if value is None or value == "":
-        return default
-    try:
-        n = int(value)
-    except ValueError:
-        raise invalid_param(f"Query parameter {name!r} must be an integer") from None
-    if n < 0:
-        raise invalid_param(f"Query parameter {name!r} must not be negative")
-    return n
-
-
 def parse_since(value: str | None) -> SyncToken | None:
     """The ``since``/``from`` token: 400 M_INVALID_PARAM when it is not one of ours."""
     if value is None or value == "":
@@ -71,11 +49,11 @@ def register_routes(hs, router) -> None:
         ``since``, long-polling up to ``timeout`` ms; ``filter`` is a filter ID or inline JSON."""
         requester = await auth.get_requester(request, allow_guest=True)
         since = parse_since(request.arg("since"))
-        full_state = parse_bool(request, "full_state")
-        stable_state_after = parse_bool(request, "use_state_after")
-        unstable_state_after = parse_bool(request, UNSTABLE_USE_STATE_AFTER)
+        full_state = bool_arg(request, "full_state")
+        stable_state_after = bool_arg(request, "use_state_after")
+        unstable_state_after = bool_arg(request, UNSTABLE_USE_STATE_AFTER)
         use_state_after = stable_state_after or unstable_state_after
-        timeout = parse_int(request, "timeout", 0)
+        timeout = int_arg(request, "timeout", 0)
         set_presence = request.arg("set_presence")
         if set_presence is not None and set_presence not in PRESENCE_VALUES:
             raise invalid_param(f"set_presence must be one of {', '.join(PRESENCE_VALUES)}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from homeserver.accounts.auth import AuthService
 from homeserver.history.indexer import HistoryIndexer
-from homeserver.history.params import parse_limit, parse_position
+from homeserver.history.params import parse_position
 from homeserver.history.relations import RelationsService
 from homeserver.http.errors import invalid_param
+from homeserver.http.params import int_arg
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
@@ -28,7 +29,7 @@ def register_routes(hs, router) -> None:
         body = await relations.get_threads(
             requester.user_id, roomId, participated_only=include == "participated",
             from_pos=parse_position(request.arg("from"), "from"),
-            limit=parse_limit(request.arg("limit"), DEFAULT_LIMIT, MAX_LIMIT) or DEFAULT_LIMIT,
+            limit=int_arg(request, "limit", DEFAULT_LIMIT, maximum=MAX_LIMIT) or DEFAULT_LIMIT,
             device_id=requester.device_id)
         return 200, body
 
