@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from homeserver.accounts.auth import AuthService
 from homeserver.client.profile import ProfileService
+from homeserver.http.body import optional_str
 from homeserver.http.errors import MatrixError, invalid_param
 from homeserver.rooms.client_rooms import ClientRoomService
 from homeserver.rooms.membership import MembershipService
 from homeserver.rooms.pipeline import RoomEventService
 from homeserver.rooms.serialize import EventSerializer
 
-from .room_common import check_room_id, optional_string, required_user_id
+from .room_common import check_room_id, required_user_id
 
 
 def register_routes(hs, router) -> None:
@@ -43,7 +44,7 @@ def register_routes(hs, router) -> None:
         without it). → ``{"room_id"}``."""
         requester = await auth.get_requester(request, allow_guest=True)
         body = request.json(allow_empty=True)
-        reason = optional_string(body, "reason")
+        reason = optional_str(body, "reason")
         room_id, servers = await _resolve(request, roomIdOrAlias)
         await membership.update_membership(requester, requester.user_id, room_id, "join", reason=reason,
                                            servers=servers)
@@ -53,7 +54,7 @@ def register_routes(hs, router) -> None:
         """POST /_matrix/client/v3/rooms/{roomId}/join → ``{"room_id"}``; 403 when the join rules refuse."""
         requester = await auth.get_requester(request, allow_guest=True)
         check_room_id(roomId)
-        reason = optional_string(request.json(allow_empty=True), "reason")
+        reason = optional_str(request.json(allow_empty=True), "reason")
         await membership.update_membership(requester, requester.user_id, roomId, "join", reason=reason)
         return 200, {"room_id": roomId}
 
@@ -61,7 +62,7 @@ def register_routes(hs, router) -> None:
         """POST /_matrix/client/v3/knock/{roomIdOrAlias} → ``{"room_id"}``; 403 when the room does
         not allow knocking or the user is joined, invited or banned; 404 for unknown rooms."""
         requester = await auth.get_requester(request)
-        reason = optional_string(request.json(allow_empty=True), "reason")
+        reason = optional_str(request.json(allow_empty=True), "reason")
         room_id, servers = await _resolve(request, roomIdOrAlias)
         await membership.update_membership(requester, requester.user_id, room_id, "knock", reason=reason,
                                            servers=servers)
@@ -79,7 +80,7 @@ def register_routes(hs, router) -> None:
                               "Third-party invites need an identity server; this server trusts none")
         target = required_user_id(body)
         await membership.update_membership(requester, target, roomId, "invite",
-                                           reason=optional_string(body, "reason"))
+                                           reason=optional_str(body, "reason"))
         return 200, {}
 
     def _moderation(action: str):
@@ -89,7 +90,7 @@ def register_routes(hs, router) -> None:
             body = request.json()
             target = required_user_id(body)
             await membership.update_membership(requester, target, roomId, action,
-                                               reason=optional_string(body, "reason"))
+                                               reason=optional_str(body, "reason"))
             return 200, {}
         handler.__doc__ = (f"POST /_matrix/client/v3/rooms/{{roomId}}/{action} ``{{user_id, reason?}}`` → ``{{}}``;"
                            " 403 without the power level (kicking.yaml, banning.yaml).")
@@ -100,7 +101,7 @@ def register_routes(hs, router) -> None:
         invite or retract a knock."""
         requester = await auth.get_requester(request, allow_guest=True)
         check_room_id(roomId)
-        reason = optional_string(request.json(allow_empty=True), "reason")
+        reason = optional_str(request.json(allow_empty=True), "reason")
         await membership.update_membership(requester, requester.user_id, roomId, "leave", reason=reason)
         return 200, {}
 

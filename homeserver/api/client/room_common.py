@@ -1,4 +1,5 @@
-"""Checks shared by the rooms endpoints (path IDs, ``reason`` and ``user_id`` bodies)."""
+"""Checks shared by the rooms endpoints (path IDs, ``user_id`` bodies; other body fields:
+homeserver/http/body.py)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -12,13 +13,6 @@ def check_room_id(room_id: str) -> str:
     if not ids.is_valid_room_id(room_id):
         raise invalid_param(f"Invalid room ID {room_id!r}")
     return room_id
-
-
-def optional_string(body: Mapping[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, str):
-        raise bad_json(f"'{key}' must be a string")
-    return value
 
 
 def required_user_id(body: Mapping[str, Any], key: str = "user_id") -> str:

@@ -15,6 +15,7 @@ from homeserver.accounts.account import AccountService
 from homeserver.accounts.auth import AuthService
 from homeserver.accounts.threepids import MEDIA, ThreepidService, canonicalise_email
 from homeserver.accounts.uia import UiaService
+from homeserver.http.body import optional_str, required_object, required_str
 from homeserver.http.errors import bad_json, invalid_param, missing_param
 
 from .account import PASSWORD_FLOWS
@@ -59,10 +60,10 @@ def register_routes(hs, router) -> None:
         """POST /_matrix/client/v3/account/3pid (deprecated): ``three_pid_creds`` of a validated
         session; none exists here, so 403 M_THREEPID_AUTH_FAILED."""
         requester = await auth.get_requester(request)
-        creds = _object(request.json(), "three_pid_creds")
+        creds = required_object(request.json(), "three_pid_creds")
         sid, secret = _opaque_id(creds, "sid"), _opaque_id(creds, "client_secret")
-        _optional_str(creds, "id_server")
-        _optional_str(creds, "id_access_token")
+        optional_str(creds, "id_server")
+        optional_str(creds, "id_access_token")
         await threepids.add_legacy(requester.user_id, sid, secret)
         return 200, {}
 
@@ -73,8 +74,8 @@ def register_routes(hs, router) -> None:
         body = request.json()
         _opaque_id(body, "sid")
         _opaque_id(body, "client_secret")
-        id_server = _required_str(body, "id_server")
-        _required_str(body, "id_access_token")
+        id_server = required_str(body, "id_server")
+        required_str(body, "id_access_token")
         await threepids.bind(requester.user_id, id_server)
         return 200, {}
 
@@ -83,7 +84,7 @@ def register_routes(hs, router) -> None:
         requester = await auth.get_requester(request)
         body = request.json()
         medium, address = _medium_address(body)
-        result = await threepids.unbind(requester.user_id, medium, address, _optional_str(body, "id_server"))
+        result = await threepids.unbind(requester.user_id, medium, address, optional_str(body, "id_server"))
         return 200, {"id_server_unbind_result": result}
 
     async def delete_threepid(request):
@@ -92,7 +93,7 @@ def register_routes(hs, router) -> None:
         requester = await auth.get_requester(request)
         body = request.json()
         medium, address = _medium_address(body)
-        result = await threepids.delete(requester.user_id, medium, address, _optional_str(body, "id_server"))
+        result = await threepids.delete(requester.user_id, medium, address, optional_str(body, "id_server"))
         return 200, {"id_server_unbind_result": result}
 
     def request_token(purpose: str, medium: str):
@@ -120,44 +121,19 @@ def register_routes(hs, router) -> None:
 
 # --- body shapes ----------------------------------------------------------------------------------
 
-def _required_str(body: dict, key: str) -> str:
-    value = body.get(key)
-    if value is None:
-        raise missing_param(f"Missing '{key}'")
-    if not isinstance(value, str):
-        raise bad_json(f"'{key}' must be a string")
-    return value
-
-
-def _optional_str(body: dict, key: str) -> str | None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, str):
-        raise bad_json(f"'{key}' must be a string")
-    return value
-
-
-def _object(body: dict, key: str) -> dict:
-    value = body.get(key)
-    if value is None:
-        raise missing_param(f"Missing '{key}'")
-    if not isinstance(value, dict):
-        raise bad_json(f"'{key}' must be an object")
-    return value
-
-
 def _opaque_id(body: dict, key: str) -> str:
     """``client_secret`` or ``sid``: [0-9a-zA-Z.=_-], 1-255 characters."""
-    value = _required_str(body, key)
+    value = required_str(body, key)
     if not _OPAQUE_ID.fullmatch(value):
         raise invalid_param(f"'{key}' must be 1 to 255 of the characters [0-9a-zA-Z.=_-]")
     return value
 
 
 def _medium_address(body: dict) -> tuple[str, str]:
-    medium = _required_str(body, "medium")
+    medium = required_str(body, "medium")
     if medium not in MEDIA:
         raise invalid_param("'medium' must be 'email' or 'msisdn'")
-    return medium, _required_str(body, "address")
+    return medium, required_str(body, "address")
 
 
 def _check_common(body: dict) -> None:
@@ -170,25 +146,25 @@ def _check_common(body: dict) -> None:
         raise bad_json("'send_attempt' must be an integer")
     if abs(attempt) > _MAX_SAFE_INT:
         raise invalid_param("'send_attempt' is out of range")
-    next_link = _optional_str(body, "next_link")
+    next_link = optional_str(body, "next_link")
     if next_link is not None and urlsplit(next_link).scheme not in ("http", "https"):
         raise invalid_param("'next_link' must be an http or https URL")
-    _optional_str(body, "id_server")
-    _optional_str(body, "id_access_token")
+    optional_str(body, "id_server")
+    optional_str(body, "id_access_token")
 
 
 def _check_email_request(body: dict) -> None:
     _check_common(body)
-    email = _required_str(body, "email")
+    email = required_str(body, "email")
     if len(email) > _MAX_EMAIL_LENGTH or canonicalise_email(email) is None:
         raise invalid_param("'email' is not a valid email address")
 
 
 def _check_msisdn_request(body: dict) -> None:
     _check_common(body)
-    country = _required_str(body, "country")
+    country = required_str(body, "country")
     if not _COUNTRY.fullmatch(country):
         raise invalid_param("'country' must be a two-letter upper-case ISO 3166-1 country code")
-    number = _required_str(body, "phone_number")
+    number = required_str(body, "phone_number")
     if not _PHONE_NUMBER.fullmatch(number) or not any(c.isdigit() for c in number):
         raise invalid_param("'phone_number' is not a valid phone number")
