@@ -52,10 +52,6 @@ class TransactionsStore:
                       (origin, txn_id, _dumps(response), now))
         await self.db.run("store_received_txn", txn)
 
-    async def delete_received_txns_before(self, ts: int) -> None:
-        await self.db.run("delete_received_txns", lambda t: t.execute(
-            "DELETE FROM federation_received_txns WHERE received_ts < ?", (ts,)))
-
     # --- outbound queues ---------------------------------------------------------------------------
     @staticmethod
     def queue_pdus_txn(t, rows: Sequence[tuple[str, int, str]]) -> None:

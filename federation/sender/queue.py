@@ -194,10 +194,6 @@ class FederationSender:
         defer.ensureDeferred(self._save_ok(origin))
         self.wake(origin)
 
-    def is_backing_off(self, destination: str) -> bool:
-        d = self._dests.get(destination)
-        return d is not None and d.retry_at > self.hs.clock_ms()
-
     async def _save_ok(self, destination: str) -> None:
         try:
             await self.store.set_destination_ok(destination, self.hs.clock_ms())

@@ -1,5 +1,5 @@
 """Stored filters (client-server-api "Filtering", filter.yaml) and resolving the ``filter``
-parameter of /sync and /messages into the pure filter objects of :mod:`.filtering`."""
+parameter of /sync into the pure filter objects of :mod:`.filtering`."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import json
 from homeserver.http.errors import MatrixError, not_found
 from homeserver.storage.user_data_store import UserDataStore
 
-from .filtering import FilterError, RoomEventFilter, SyncFilter, parse_room_event_filter, parse_sync_filter
+from .filtering import FilterError, SyncFilter, parse_sync_filter
 
 
 def _filter_error(e: FilterError) -> MatrixError:
@@ -50,16 +50,6 @@ class FilterService:
             return parse_sync_filter(obj)
         except FilterError as e:
             raise _filter_error(e) from None
-
-
-def parse_room_event_filter_param(filter_param: str | None) -> RoomEventFilter:
-    """The ``filter`` query parameter of /messages and /context: inline RoomEventFilter JSON."""
-    if filter_param is None or filter_param == "":
-        return RoomEventFilter()
-    try:
-        return parse_room_event_filter(_parse_inline(filter_param))
-    except FilterError as e:
-        raise _filter_error(e) from None
 
 
 def _parse_inline(text: str):

@@ -181,14 +181,6 @@ class RoomStatsService:
             del self._inflight[room_id]
             done.callback(None)
 
-    async def get_many(self, room_ids: Iterable[str]) -> dict[str, RoomStats]:
-        out = {}
-        for room_id in dict.fromkeys(room_ids):
-            stats = await self.get_stats(room_id)
-            if stats is not None:
-                out[room_id] = stats
-        return out
-
     async def refresh_stale(self, *, only_public: bool = False) -> int:
         """Recompute every stale row (all rooms, or the published ones); returns how many."""
         stale = await self.store.get_stale_stats_rooms(only_public=only_public)

@@ -75,14 +75,6 @@ class DeviceKeysService:
         self._last_upload_id = max(self._last_upload_id + 1, self.hs.clock_ms())
         return self._last_upload_id
 
-    async def get_one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
-        """``device_one_time_keys_count`` for /sync."""
-        return await self.store.count_one_time_keys(user_id, device_id)
-
-    async def get_unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
-        """``device_unused_fallback_key_types`` for /sync."""
-        return await self.store.get_unused_fallback_key_types(user_id, device_id)
-
     # --- /keys/query ----------------------------------------------------------------------------
     async def query(self, viewer: str, body: dict) -> dict:
         """The /keys/query response for ``viewer``."""

@@ -381,10 +381,6 @@ class MediaRepository:
             self._accessed.add(media_id)
         return MediaContent(data, source.content_type, source.upload_name)
 
-    async def get_local_content(self, media_id: str) -> MediaContent:
-        """Local media for federation's download endpoint (no waiting, no legacy freeze)."""
-        return await self.download(self.hs.hostname, media_id, timeout_ms=0, allow_remote=False)
-
     async def _source(self, server_name: str, media_id: str, timeout_ms: int, allow_remote: bool,
                       legacy: bool) -> _Source:
         check_mxc_parts(server_name, media_id)

@@ -65,17 +65,6 @@ def parse_level(value: Any, room_version: RoomVersion) -> int | None:
     return None
 
 
-def room_version_of_state(state: Mapping[tuple[str, str], Event]) -> RoomVersion | None:
-    """The room version of the events in ``state`` (create event first, else any event)."""
-    ev = state.get(CREATE) or state.get(POWER_LEVELS)
-    if ev is None:
-        for ev in state.values():
-            break
-        else:
-            return None
-    return ev.room_version
-
-
 def get_original_creator(create_event: Event) -> str | None:
     """The single "creator" of rules 'join .1' and the no-power-levels default: ``content.creator``
     before v11, the create event's sender from v11 (rooms/v11.md, auth rule 4.3.1)."""

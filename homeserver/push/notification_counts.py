@@ -225,7 +225,3 @@ class NotificationCounter:
             for hook in list(self.on_push_actions):
                 hook(txn, rows, now)
         return write
-
-    async def get_counts(self, user_id: str) -> dict[str, dict[str, tuple[int, int]]]:
-        """``{room_id: {thread_id: (notification_count, highlight_count)}}`` (see ReceiptsStore)."""
-        return await self.receipts.get_notification_counts(user_id)

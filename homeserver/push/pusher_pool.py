@@ -144,9 +144,6 @@ class PusherPool:
         await self.user_data.delete_pusher(*key)
         await self.store.delete_delivery_state(*key)
 
-    def get_worker(self, key: PusherKey) -> HttpPusher | None:
-        return self._pushers.get(key)
-
     # --- what a notification says -----------------------------------------------------------------
     async def is_redacted(self, event: Event) -> bool:
         return bool(await self.serializer.applicable_redactions([event]))

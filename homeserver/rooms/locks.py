@@ -34,7 +34,3 @@ class RoomLocks:
             else:
                 del self._users[room_id]
                 del self._locks[room_id]
-
-    def is_locked(self, room_id: str) -> bool:
-        lock = self._locks.get(room_id)
-        return lock is not None and lock.locked

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Callable, Generic, Hashable, Iterable, TypeVar
+from typing import Callable, Generic, Hashable, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -65,10 +65,6 @@ class LruCache(Generic[K, V]):
                 return default
             self._weight -= item[1]
             return item[0]
-
-    def invalidate_many(self, keys: Iterable[K]) -> None:
-        for key in keys:
-            self.pop(key)
 
     def clear(self) -> None:
         with self._lock:

@@ -31,13 +31,6 @@ class ThreepidsStore:
             return [ThreepidRecord(*r) for r in rows]
         return await self.db.run("get_threepids", txn_fn, readonly=True)
 
-    async def get_owner(self, medium: str, address: str) -> str | None:
-        """The user an identifier is associated with, or None."""
-        def txn_fn(txn):
-            return txn.scalar("SELECT user_id FROM user_threepids WHERE medium = ? AND address = ?",
-                              (medium, address))
-        return await self.db.run("get_threepid_owner", txn_fn, readonly=True)
-
     async def add_threepid(self, user_id: str, medium: str, address: str, validated_at: int,
                            added_at: int) -> bool:
         """Associate an identifier; False (nothing written) if any account has it already."""
