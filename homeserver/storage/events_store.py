@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from twisted.internet import defer
 
@@ -261,8 +261,9 @@ class EventsStore:
             if item.backfilled and item.in_timeline:
                 self._backfill_stream -= 1
                 item.stream_ordering = self._backfill_stream
+        keys = self.state.pending_keys()
         try:
-            await self.db.run("persist_events", self._persist_txn, items, self.hs.clock_ms())
+            await self.db.run("persist_events", self._persist_with_keys_txn, items, self.hs.clock_ms(), keys)
         except Exception:
             for item in items:
                 if item.needs_stream_id or item.backfilled:
@@ -270,9 +271,16 @@ class EventsStore:
             raise
         finally:
             self.stream_ids.finish(ids)
+        self.state.keys_written(keys)
         self.batches_committed += 1
         for item in items:
             self._after_persist(item)
+
+    def _persist_with_keys_txn(self, txn: Txn, items: list[PersistItem], now: int,
+                               keys: Mapping[int, StateKey]) -> None:
+        """The state keys allocated since the last commit (StateStore.intern_keys), then the events."""
+        StateStore.write_keys_txn(txn, keys)
+        self._persist_txn(txn, items, now)
 
     def _persist_txn(self, txn: Txn, items: list[PersistItem], now: int) -> None:
         for item in items:

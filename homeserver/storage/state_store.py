@@ -52,6 +52,8 @@ class StateStore:
         self.db = hs.db
         self._key_nids: dict[StateKey, int] = {}
         self._keys_by_nid: dict[int, StateKey] = {}
+        #: key_nid -> key allocated by intern_keys, written by the next persist transaction.
+        self._pending_keys: dict[int, StateKey] = {}
         # state_group -> (full state map, delta_depth); weighed by the number of keys. Every
         # state event of a big room adds a full map (a join into a 1,000-member room: 1,000
         # entries, ~70 kB), so the budget is kept to what recent reads use (~15 MB).
@@ -74,31 +76,55 @@ class StateStore:
         return self._key_nids.get(key)
 
     async def intern_keys(self, keys: Iterable[StateKey]) -> dict[StateKey, int]:
-        """The key_nid of every key, creating the missing ones."""
+        """The key_nid of every key, allocating the missing ones.
+
+        Keys not cached are looked up (a read); the ones not stored get a new nid here, and
+        their rows are written by the next events persist transaction
+        (:meth:`pending_keys` / :meth:`keys_written`), so a new state key costs no transaction
+        of its own. Every event citing a new key is persisted by a transaction that starts
+        after the key was allocated, so it writes the key too unless an earlier one committed it."""
         keys = set(keys)
         out = {k: self._key_nids[k] for k in keys if k in self._key_nids}
         missing = [k for k in keys if k not in out]
         if missing:
-            proposed = {}
+            found = await self.db.run("lookup_state_keys", self._lookup_txn, missing, readonly=True)
             for k in missing:
-                self._last_key_nid += 1
-                proposed[k] = self._last_key_nid
-            found = await self.db.run("intern_state_keys", self._intern_txn, proposed)
-            for k, nid in found.items():
-                self._key_nids[k] = nid
-                self._keys_by_nid[nid] = k
+                nid = self._key_nids.get(k)  # allocated by another caller while we read
+                if nid is None:
+                    nid = found.get(k)
+                    if nid is None:
+                        self._last_key_nid += 1
+                        nid = self._last_key_nid
+                        self._pending_keys[nid] = k
+                    self._key_nids[k] = nid
+                    self._keys_by_nid[nid] = k
                 out[k] = nid
         return out
 
     @staticmethod
-    def _intern_txn(txn: Txn, proposed: dict[StateKey, int]) -> dict[StateKey, int]:
+    def _lookup_txn(txn: Txn, keys: list[StateKey]) -> dict[StateKey, int]:
         out = {}
-        for (etype, skey), nid in proposed.items():
-            txn.execute("INSERT INTO state_keys (key_nid, type, state_key) VALUES (?, ?, ?) "
-                        "ON CONFLICT (type, state_key) DO NOTHING", (nid, etype, skey))
-            out[(etype, skey)] = txn.scalar(
-                "SELECT key_nid FROM state_keys WHERE type = ? AND state_key = ?", (etype, skey))
+        for etype, skey in keys:
+            nid = txn.scalar("SELECT key_nid FROM state_keys WHERE type = ? AND state_key = ?", (etype, skey))
+            if nid is not None:
+                out[(etype, skey)] = int(nid)
         return out
+
+    def pending_keys(self) -> dict[int, StateKey]:
+        """Keys allocated by :meth:`intern_keys` and not yet known to be stored (a copy, taken on
+        the reactor before a persist transaction starts)."""
+        return dict(self._pending_keys)
+
+    def keys_written(self, written: Mapping[int, StateKey]) -> None:
+        """``written`` (from :meth:`pending_keys`) were committed."""
+        for nid in written:
+            self._pending_keys.pop(nid, None)
+
+    @staticmethod
+    def write_keys_txn(txn: Txn, keys: Mapping[int, StateKey]) -> None:
+        if keys:
+            txn.executemany("INSERT INTO state_keys (key_nid, type, state_key) VALUES (?, ?, ?)"
+                            " ON CONFLICT DO NOTHING", [(nid, t, sk) for nid, (t, sk) in keys.items()])
 
     # --- writing groups -------------------------------------------------------------------------
     def allocate_group(self) -> int:
