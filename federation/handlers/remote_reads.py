@@ -17,6 +17,7 @@ import re
 from urllib.parse import quote
 
 from homeserver.http.errors import MatrixError, not_found
+from homeserver.http.outbound import CheckedEndpointFactory
 from homeserver.media.remote import FetchedMedia, RemoteMediaFetcher, remote_too_large
 
 logger = logging.getLogger(__name__)
@@ -125,10 +126,19 @@ class FederationMediaFetcher(RemoteMediaFetcher):
         return FetchedMedia(body, headers.get("content-type"), _filename(headers.get("content-disposition")))
 
     async def _follow(self, url: str, max_size: int) -> tuple[bytes, dict]:
+        """GET a location another server pointed to, with the federation IP range lists applied to
+        its address (homeserver/http/outbound.py); 404 when it cannot be fetched."""
         import treq
+        from twisted.web.client import Agent
         if not url.startswith("https://"):
             raise not_found("Remote media redirects to an unsupported location")
-        resp = await treq.get(url, timeout=30)
+        reactor = self.hs.reactor
+        agent = Agent.usingEndpointFactory(reactor, CheckedEndpointFactory(reactor, self.hs.config.ip_allowed))
+        try:
+            resp = await treq.get(url, agent=agent, timeout=30)
+        except Exception as e:
+            logger.info("remote media location %s could not be fetched: %s", url, e)
+            raise not_found("Remote media could not be fetched from its location") from None
         if resp.code != 200:
             raise not_found("Remote media not found at its location")
         data = await resp.content()
