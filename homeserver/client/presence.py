@@ -289,26 +289,18 @@ class PresenceService:
 
     async def _check_timeouts(self) -> None:
         now = self.hs.clock_ms()
-        for user_id, last in list(self._last_sync.items()):
-            if now - last < SYNC_ONLINE_TIMEOUT_MS:
-                continue
-            del self._last_sync[user_id]
-            try:
-                old = await self._get_state(user_id)
-                if old is not None and old.state != "offline":
-                    await self._write(PresenceState(user_id, "offline", old.status_msg, old.last_active_ts))
-            except Exception:
-                logger.exception("presence timeout for %s failed", user_id)
-        for user_id, last in list(self._remote_updates.items()):
-            if now - last < REMOTE_TIMEOUT_MS:
-                continue
-            del self._remote_updates[user_id]
-            try:
-                old = await self._get_state(user_id)
-                if old is not None and old.state != "offline":
-                    await self._write(PresenceState(user_id, "offline", old.status_msg, old.last_active_ts))
-            except Exception:
-                logger.exception("presence timeout for %s failed", user_id)
+        for last_seen, timeout_ms in ((self._last_sync, SYNC_ONLINE_TIMEOUT_MS),
+                                      (self._remote_updates, REMOTE_TIMEOUT_MS)):
+            for user_id, last in list(last_seen.items()):
+                if now - last < timeout_ms:
+                    continue
+                del last_seen[user_id]
+                try:
+                    old = await self._get_state(user_id)
+                    if old is not None and old.state != "offline":
+                        await self._write(PresenceState(user_id, "offline", old.status_msg, old.last_active_ts))
+                except Exception:
+                    logger.exception("presence timeout for %s failed", user_id)
 
 
 def _state(row: PresenceRow) -> PresenceState:
