@@ -146,6 +146,10 @@ class ClientRoomService:
         from homeserver.history.relations import RelationsService  # history builds on rooms
         return self.hs.get(RelationsService)
 
+    def _presence(self):
+        from homeserver.client.presence import PresenceService
+        return self.hs.get(PresenceService)
+
     # =========================================================================================
     # Creation
     # =========================================================================================
@@ -299,9 +303,12 @@ class ClientRoomService:
                 extra = {"redacts": redacts}
         if getattr(requester, "massaged_ts", None) is not None:  # an appservice's ?ts=
             extra = dict(extra or {}, origin_server_ts=requester.massaged_ts)
-        return await self.events.create_and_send_event(
+        event = await self.events.create_and_send_event(
             room_id, event_type, content, requester.user_id,
             txn_id=key, device_id=requester.device_id, extra_pdu_fields=extra)
+        # Sending is a pro-active action: the sender is online (client-server-api "Presence").
+        await self._presence().bump_activity(requester.user_id)
+        return event
 
     async def send_state(self, requester, room_id: str, event_type: str, state_key: str, content: dict) -> Event:
         """PUT /rooms/{roomId}/state/{eventType}/{stateKey}. Member events become membership

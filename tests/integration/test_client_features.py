@@ -387,6 +387,19 @@ def test_presence_set_and_get_own(server, alice):
     assert body["presence"] == "unavailable" and "status_msg" not in body and "currently_active" not in body
 
 
+def test_sending_a_message_makes_the_sender_online(server):
+    user_id, token, _ = register_user(server.base_url, "sender" + str(int(time.time() * 1000)), "pw-sender-1")
+    path = f"/presence/{q(user_id)}/status"
+    assert call(server, "PUT", path, token, {"presence": "unavailable"}) == (200, {})
+    status, room = call(server, "POST", "/createRoom", token, {})
+    assert status == 200, room
+    status, _ = call(server, "PUT", f"/rooms/{q(room['room_id'])}/send/m.room.message/t1", token,
+                     {"msgtype": "m.text", "body": "hi"})
+    assert status == 200
+    status, body = call(server, "GET", path, token)
+    assert body["presence"] == "online" and body["currently_active"] is True
+
+
 def test_presence_errors(server, alice, bob):
     user_id, token, _ = alice
     path = f"/presence/{q(user_id)}/status"
