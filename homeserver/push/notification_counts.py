@@ -8,8 +8,10 @@ modules/push.md "Push Rules" (the rules and their evaluation), modules/threading
 :class:`NotificationCounter` registers a persist hook with the event pipeline: for each event
 entering the timeline it evaluates the push rules of every local joined member (and a local
 invitee of an invite) with the pure evaluator (homeserver/client/push_rules.py) and returns a
-write that stores the notifying ones inside the event's own persist transaction — so the counts
-are committed before the notifier wakes any /sync. Read receipts clear them
+write that stages the notifying ones as one row inside the event's own persist transaction — so
+the counts (which add staged rows) are committed before the notifier wakes any /sync. A fold
+within FOLD_DELAY_S moves the staged rows into the per-user tables in one transaction for many
+events (ReceiptsStore.fold_staged_txn). Read receipts fold, then clear
 (homeserver/ephemeral/receipts.py → ReceiptsStore.upsert_receipt).
 """
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Mapping
+
+from twisted.internet import defer
 
 from homeserver.client import push_rules
 from homeserver.client.push_service import PushRulesService
@@ -29,6 +33,9 @@ from homeserver.storage.receipts_store import MAIN_THREAD, PushActionRow, Receip
 from homeserver.storage.state_store import StateKey
 
 logger = logging.getLogger(__name__)
+
+#: Staged push actions are folded into the per-user tables at most this long after their event.
+FOLD_DELAY_S = 0.1
 
 CREATE = ("m.room.create", "")
 POWER_LEVELS = ("m.room.power_levels", "")
@@ -71,9 +78,12 @@ class NotificationCounter:
         self.receipts = hs.get(ReceiptsStore)
         self.push_rules = hs.get(PushRulesService)
         self._contexts: dict[str, tuple[Mapping, _RoomContext]] = {}
-        #: ``fn(txn, rows: list[PushActionRow], now_ms)`` run inside the persist transaction after
-        #: the push actions are written (homeserver/push/pusher_pool.py: history, pusher wake-up).
+        #: ``fn(txn, rows: list[PushActionRow], received_ts)`` run inside the transaction that
+        #: folds an event's staged push actions into the per-user tables
+        #: (homeserver/push/pusher_pool.py: history, pusher wake-up).
         self.on_push_actions: list = []
+        self._fold_call = None
+        self.receipts.on_fold.append(self._on_fold)
         self.events.persist_hooks.append(self.actions_for_event)
 
     def _is_local(self, user_id: str) -> bool:
@@ -219,9 +229,27 @@ class NotificationCounter:
         now = self.hs.clock_ms()
 
         def write(txn, item) -> None:
-            rows = [PushActionRow(u, event.room_id, item.stream_ordering, event.event_id, thread, hl, actions)
-                    for u, actions, hl in found]
-            ReceiptsStore.add_push_actions_txn(txn, rows, now)
-            for hook in list(self.on_push_actions):
-                hook(txn, rows, now)
+            ReceiptsStore.stage_push_actions_txn(txn, event.room_id, event.event_id, item.stream_ordering, thread,
+                                                 found, now)
+            txn.call_after_commit(self._staged)
         return write
+
+    # --- folding the staged rows -------------------------------------------------------------------
+    def _staged(self) -> None:
+        """A persist staged push actions: fold them within :data:`FOLD_DELAY_S` (one
+        transaction for every event staged meanwhile)."""
+        self.receipts.maybe_staged = True
+        if self._fold_call is None or not self._fold_call.active():
+            self._fold_call = self.hs.reactor.callLater(FOLD_DELAY_S, self._fold)
+
+    def _fold(self) -> None:
+        self._fold_call = None
+
+        def failed(f):
+            logger.error("folding staged push actions failed: %s", f.getTraceback())
+            self._staged()
+        defer.ensureDeferred(self.receipts.fold_staged()).addErrback(failed)
+
+    def _on_fold(self, txn, rows: list[PushActionRow], received_ts: int) -> None:
+        for hook in list(self.on_push_actions):
+            hook(txn, rows, received_ts)

@@ -10,9 +10,10 @@ push_notifier.yaml "update the number of unread notifications"), "Listing Notifi
 Wiring, all through existing seams:
 
 * :class:`~homeserver.push.notification_counts.NotificationCounter` computes push actions when an
-  event is persisted; its ``on_push_actions`` hook gives us the rows inside the persist
-  transaction. We copy them into ``notification_history`` there and, after commit, wake the
-  pushers of those users (so a pusher never sees an uncommitted notification).
+  event is persisted (staged with the event, folded into the per-user tables and
+  ``notification_history`` in batches); its ``on_push_actions`` hook gives us the rows inside the
+  fold transaction, and after commit we wake the pushers of those users (so a pusher never sees
+  an uncommitted notification).
 * ``ReceiptsService.on_read_receipt`` (m.read and m.read.private): a badge-count update.
 * ``AccountService.on_deactivate``: the user's pushers go. Pushers of deleted devices are
   removed by the device service (``UserDataStore.delete_pushers_for_devices``); a worker notices
@@ -92,7 +93,7 @@ class PusherPool:
 
     # --- hooks --------------------------------------------------------------------------------------
     def _on_push_actions_txn(self, txn, rows: list[PushActionRow], now_ms: int) -> None:
-        PushStore.add_history_txn(txn, rows, now_ms)
+        # The rows are in notification_history already (ReceiptsStore.fold_staged_txn).
         txn.call_after_commit(self.wake_users, {r.user_id for r in rows}, False)
 
     def _on_read_receipt(self, room_id: str, user_id: str) -> None:

@@ -3,20 +3,16 @@
 Pushers themselves are in :class:`~homeserver.storage.user_data_store.UserDataStore`; the unread
 push actions and counts they deliver in :class:`~homeserver.storage.receipts_store.ReceiptsStore`
 (event_push_actions, notification_counts). This store keeps what delivery adds: each HTTP
-pusher's progress and backoff, and the read-or-unread history behind GET /notifications.
+pusher's progress and backoff, and the read-or-unread history behind GET /notifications (written
+when staged push actions are folded, ReceiptsStore.fold_staged_txn; readers here fold first).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Sequence
 
 from .database import Txn
-from .receipts_store import PushActionRow
-
-
-def _dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+from .receipts_store import ReceiptsStore
 
 
 @dataclass
@@ -113,6 +109,7 @@ class PushStore:
                                  limit: int) -> list[PendingPush]:
         """The user's unread notifications after ``after_stream``, oldest first; with
         ``min_received_ts`` only those received since then (a pusher that delivered nothing yet)."""
+        await self.hs.get(ReceiptsStore).fold_staged()
         def txn_fn(txn: Txn):
             sql = ("SELECT room_id, stream_ordering, event_id, highlight, actions FROM event_push_actions"
                    " WHERE user_id = ? AND stream_ordering > ?")
@@ -127,25 +124,17 @@ class PushStore:
 
     async def get_unread_count(self, user_id: str) -> int:
         """The user's unread notifications over every room and thread (the badge count)."""
+        await self.hs.get(ReceiptsStore).fold_staged()
         def txn_fn(txn: Txn):
             return txn.scalar("SELECT COALESCE(SUM(notif_count), 0) FROM notification_counts WHERE user_id = ?",
                               (user_id,))
         return int(await self.db.run("get_unread_count", txn_fn, readonly=True) or 0)
 
     # --- notification history -----------------------------------------------------------------------
-    @staticmethod
-    def add_history_txn(txn: Txn, rows: Sequence[PushActionRow], now_ms: int) -> None:
-        """Record notifications (inside the events persist transaction, with the push actions)."""
-        if rows:
-            txn.executemany(
-                "INSERT INTO notification_history (user_id, room_id, stream_ordering, event_id, highlight, actions,"
-                " received_ts) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(r.user_id, r.room_id, r.stream_ordering, r.event_id, r.highlight, _dumps(r.actions), now_ms)
-                 for r in rows])
-
     async def get_notifications(self, user_id: str, before_stream: int | None, limit: int,
                                 only_highlight: bool) -> list[NotificationRow]:
         """The user's notifications, newest first, before ``before_stream`` (all when None)."""
+        await self.hs.get(ReceiptsStore).fold_staged()
         def txn_fn(txn: Txn):
             sql = ("SELECT h.room_id, h.stream_ordering, h.event_id, h.highlight, h.actions, h.received_ts,"
                    " a.user_id FROM notification_history h LEFT JOIN event_push_actions a ON"

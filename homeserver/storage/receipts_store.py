@@ -1,10 +1,12 @@
 """SQL for receipts, event push actions and unread notification counts (schema 0040_sync.sql).
 
 The receipts stream has its own :class:`StreamIdGenerator` (``receipt_ids``); the receipts
-service allocates ids and finishes them once written. Push actions are written inside the events
-persist transaction (:meth:`ReceiptsStore.add_push_actions_txn`, called by the notification
-counter's write hook) and cleared by read receipts in the receipt's own transaction, which also
-recomputes the (user, room, thread) counts from what is left.
+service allocates ids and finishes them once written. Push actions are staged inside the events
+persist transaction, one row per event (:meth:`ReceiptsStore.stage_push_actions_txn`, called by
+the notification counter's write hook), folded in batches into the per-user tables
+(:meth:`ReceiptsStore.fold_staged_txn`), and cleared by read receipts in the receipt's own
+transaction (which folds first), which also recomputes the (user, room, thread) counts from what
+is left. Unread counts add the user's staged rows, so they are exact as soon as the event is.
 """
 from __future__ import annotations
 
@@ -58,6 +60,12 @@ class ReceiptsStore:
         self.db = hs.db
         self.receipt_ids: StreamIdGenerator = self.db.run_sync(
             "receipts_store_init", lambda txn: StreamIdGenerator.from_table(txn, "receipts", "stream_id"))
+        #: ``fn(txn, rows: list[PushActionRow], received_ts)`` run per event inside the fold
+        #: transaction (homeserver/push: notification history, pusher wake-up after commit).
+        self.on_fold: list = []
+        #: Whether staged push actions may exist (set after a persist staged some; rows left
+        #: from before a restart count too).
+        self.maybe_staged = True
 
     # --- receipts -------------------------------------------------------------------------------
     async def upsert_receipt(self, room_id: str, receipt_type: str, user_id: str, thread_id: str, event_id: str,
@@ -66,6 +74,8 @@ class ReceiptsStore:
         later event; read receipts also clear the push actions they pass (all threads for an
         unthreaded receipt). Returns whether anything changed."""
         def txn_fn(txn: Txn) -> bool:
+            if receipt_type in READ_TYPES:
+                self.fold_staged_txn(txn)
             pos = txn.scalar("SELECT stream_ordering FROM events WHERE event_id = ? AND room_id = ?",
                              (event_id, room_id))
             old = txn.execute(
@@ -128,21 +138,115 @@ class ReceiptsStore:
 
     # --- push actions and counts ------------------------------------------------------------------
     @staticmethod
-    def add_push_actions_txn(txn: Txn, rows: Sequence[PushActionRow], now_ms: int) -> None:
-        """Record notifying events and bump the counts (inside the events persist transaction)."""
-        if not rows:
+    def stage_push_actions_txn(txn: Txn, room_id: str, event_id: str, stream_ordering: int, thread_id: str,
+                               found: Sequence[tuple[str, list, bool]], now_ms: int) -> None:
+        """Record an event's notified users ``(user_id, actions, highlight)`` as one staging row
+        (inside the events persist transaction); :meth:`fold_staged_txn` spreads it later."""
+        if not found:
             return
+        actions: list = []
+        index: dict[str, int] = {}
+        users = []
+        for user_id, acts, hl in found:
+            key = _dumps(acts)
+            i = index.get(key)
+            if i is None:
+                i = index[key] = len(actions)
+                actions.append(acts)
+            users.append([user_id, i, 1 if hl else 0])
+        txn.execute(
+            "INSERT INTO event_push_staging (stream_ordering, room_id, event_id, thread_id, received_ts, recipients)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (stream_ordering, room_id, event_id, thread_id, now_ms, _dumps({"a": actions, "u": users})))
+
+    @staticmethod
+    def _staged_txn(txn: Txn, user_id: str | None = None) -> list[tuple[list[PushActionRow], int]]:
+        """Staged rows, oldest first, as ``(rows, received_ts)`` per event; with ``user_id`` only
+        that user's rows (events not naming them are left out)."""
+        sql = "SELECT stream_ordering, room_id, event_id, thread_id, received_ts, recipients FROM event_push_staging"
+        args: list = []
+        if user_id is not None and '"' not in user_id and "\\" not in user_id:
+            pattern = '"' + user_id.replace("!", "!!").replace("%", "!%").replace("_", "!_") + '"'
+            sql += " WHERE recipients LIKE ? ESCAPE '!'"
+            args.append("%" + pattern + "%")
+        txn.execute(sql + " ORDER BY stream_ordering", args)
+        out = []
+        for so, room_id, event_id, thread_id, received_ts, recipients in txn.fetchall():
+            packed = json.loads(recipients)
+            acts = packed["a"]
+            rows = [PushActionRow(u, room_id, int(so), event_id, thread_id, bool(hl), acts[i])
+                    for u, i, hl in packed["u"] if user_id is None or u == user_id]
+            if rows:
+                out.append((rows, int(received_ts)))
+        return out
+
+    @staticmethod
+    def add_staged_counts_txn(txn: Txn, user_id: str, counts: dict[str, dict[str, tuple[int, int]]]) -> None:
+        """Add the user's staged (not yet folded, hence unread) notifications to ``counts``
+        ``{room_id: {thread_id: (notifications, highlights)}}`` read from notification_counts."""
+        for rows, _ in ReceiptsStore._staged_txn(txn, user_id):
+            for r in rows:
+                threads = counts.setdefault(r.room_id, {})
+                n, h = threads.get(r.thread_id, (0, 0))
+                threads[r.thread_id] = (n + 1, h + (1 if r.highlight else 0))
+
+    def fold_staged_txn(self, txn: Txn) -> int:
+        """Move every staged row into event_push_actions, notification_history (the list behind
+        GET /notifications) and notification_counts (counts summed per user, room and thread),
+        run :attr:`on_fold` hooks (pusher wake-up) per event, and delete the staged rows.
+        Returns how many events were folded."""
+        txn.execute("SELECT stream_ordering, room_id, event_id, thread_id, received_ts, recipients"
+                    " FROM event_push_staging ORDER BY stream_ordering")
+        staged = txn.fetchall()
+        if not staged:
+            return 0
+        actions_rows = []
+        history_rows = []
+        sums: dict[tuple[str, str, str], list[int]] = {}
+        hooks = list(self.on_fold)
+        for so, room_id, event_id, thread_id, received_ts, recipients in staged:
+            packed = json.loads(recipients)
+            dumped = [_dumps(a) for a in packed["a"]]
+            for u, i, hl in packed["u"]:
+                actions_rows.append((u, room_id, so, event_id, thread_id, bool(hl), dumped[i], received_ts))
+                history_rows.append((u, room_id, so, event_id, bool(hl), dumped[i], received_ts))
+                c = sums.get((u, room_id, thread_id))
+                if c is None:
+                    c = sums[(u, room_id, thread_id)] = [0, 0]
+                c[0] += 1
+                c[1] += 1 if hl else 0
+            if hooks:
+                acts = packed["a"]
+                rows = [PushActionRow(u, room_id, int(so), event_id, thread_id, bool(hl), acts[i])
+                        for u, i, hl in packed["u"]]
+                for hook in hooks:
+                    hook(txn, rows, int(received_ts))
         txn.executemany(
             "INSERT INTO event_push_actions (user_id, room_id, stream_ordering, event_id, thread_id, highlight,"
-            " actions, received_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [(r.user_id, r.room_id, r.stream_ordering, r.event_id, r.thread_id, r.highlight, _dumps(r.actions),
-              now_ms) for r in rows])
+            " actions, received_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", actions_rows)
+        txn.executemany(
+            "INSERT INTO notification_history (user_id, room_id, stream_ordering, event_id, highlight, actions,"
+            " received_ts) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", history_rows)
         txn.executemany(
             "INSERT INTO notification_counts (user_id, room_id, thread_id, notif_count, highlight_count)"
-            " VALUES (?, ?, ?, 1, ?) ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET"
-            " notif_count = notification_counts.notif_count + 1,"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET"
+            " notif_count = notification_counts.notif_count + excluded.notif_count,"
             " highlight_count = notification_counts.highlight_count + excluded.highlight_count",
-            [(r.user_id, r.room_id, r.thread_id, 1 if r.highlight else 0) for r in rows])
+            [(u, room, t, n, h) for (u, room, t), (n, h) in sums.items()])
+        txn.execute("DELETE FROM event_push_staging WHERE stream_ordering <= ?", (staged[-1][0],))
+        return len(staged)
+
+    async def fold_staged(self) -> None:
+        """Fold the staged push actions now (before reading event_push_actions or
+        notification_history directly); no transaction when nothing was staged since the last fold."""
+        if not self.maybe_staged:
+            return
+        self.maybe_staged = False
+        try:
+            await self.db.run("fold_push_actions", self.fold_staged_txn)
+        except Exception:
+            self.maybe_staged = True
+            raise
 
     @staticmethod
     def _clear_push_actions_txn(txn: Txn, user_id: str, room_id: str, up_to: int, thread_id: str | None) -> None:
@@ -163,15 +267,17 @@ class ReceiptsStore:
         def txn_fn(txn: Txn):
             txn.execute("SELECT room_id, thread_id, notif_count, highlight_count FROM notification_counts"
                         " WHERE user_id = ? AND notif_count > 0", (user_id,))
-            return txn.fetchall()
-        out: dict[str, dict[str, tuple[int, int]]] = {}
-        for room_id, thread_id, n, h in await self.db.run("get_notification_counts", txn_fn, readonly=True):
-            out.setdefault(room_id, {})[thread_id] = (int(n), int(h or 0))
-        return out
+            out: dict[str, dict[str, tuple[int, int]]] = {}
+            for room_id, thread_id, n, h in txn.fetchall():
+                out.setdefault(room_id, {})[thread_id] = (int(n), int(h or 0))
+            self.add_staged_counts_txn(txn, user_id, out)
+            return out
+        return await self.db.run("get_notification_counts", txn_fn, readonly=True)
 
     async def get_push_actions(self, user_id: str, from_stream: int | None = None, limit: int = 100,
                                only_highlight: bool = False) -> list[PushActionRow]:
         """Unread notifying events of a user, newest first (for GET /notifications)."""
+        await self.fold_staged()
         def txn_fn(txn: Txn):
             sql = ("SELECT user_id, room_id, stream_ordering, event_id, thread_id, highlight, actions"
                    " FROM event_push_actions WHERE user_id = ?")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from .database import Txn
+from .receipts_store import ReceiptsStore
 
 
 def _chunks(items: Sequence, n: int = 500):
@@ -92,7 +93,8 @@ class SyncStore:
     async def get_user_counters(self, user_id: str, device_id: str | None
                                 ) -> tuple[dict[str, dict[str, tuple[int, int]]], dict[str, int] | None, list[str] | None]:
         """What every sync response carries for a user and device, in one transaction:
-        unread counts ``{room: {thread: (notifications, highlights)}}`` (notification_counts),
+        unread counts ``{room: {thread: (notifications, highlights)}}`` (notification_counts plus the
+        staged rows naming the user, see ReceiptsStore.add_staged_counts_txn),
         the device's unclaimed one-time key counts by algorithm and its unused fallback key
         algorithms (the e2ee tables, read as E2eeStore.count_one_time_keys and
         get_unused_fallback_key_types do; None without a device)."""
@@ -102,6 +104,7 @@ class SyncStore:
             counts: dict[str, dict[str, tuple[int, int]]] = {}
             for room_id, thread_id, n, h in txn.fetchall():
                 counts.setdefault(room_id, {})[thread_id] = (int(n), int(h or 0))
+            ReceiptsStore.add_staged_counts_txn(txn, user_id, counts)
             if device_id is None:
                 return counts, None, None
             txn.execute("SELECT algorithm, COUNT(*) FROM e2e_one_time_keys WHERE user_id = ? AND device_id = ?"

@@ -13,6 +13,7 @@ from homeserver.client import push_rules
 from homeserver.client.push_service import PushRulesService
 from homeserver.protocol.power_levels import get_user_power_level
 from homeserver.push.notification_counts import NotificationCounter
+from homeserver.storage.receipts_store import ReceiptsStore
 from homeserver.rooms.creation import RoomCreationService
 from homeserver.rooms.pipeline import RoomEventService
 
@@ -54,6 +55,7 @@ async def brute_force(hs, event) -> dict[str, list]:
 
 
 async def stored(hs, event) -> dict[str, list]:
+    await hs.get(ReceiptsStore).fold_staged()  # staged with the event, folded in batches
     rows = await hs.db.run("actions", lambda t: t.execute(
         "SELECT user_id, actions FROM event_push_actions WHERE event_id = ?", (event.event_id,)).fetchall())
     return {u: json.loads(a) for u, a in rows}
@@ -106,3 +108,33 @@ async def test_shared_evaluation_equals_each_users_own_evaluation(hs):
     one_to_one = await svc.create_and_send_event(other, "m.room.message", {"msgtype": "m.text", "body": "x"}, ALICE)
     assert await stored(hs, one_to_one) == await brute_force(hs, one_to_one) == {
         ERIN: ["notify", {"set_tweak": "sound", "value": "default"}]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_staged_push_actions_count_before_and_after_the_fold_and_a_receipt_folds_first(hs):
+    """A message stages one row for all its recipients; unread counts are the same before and
+    after the fold; a read receipt folds the staged rows before clearing (nothing stays unread
+    below it); a user ID with LIKE wildcards counts only its own rows."""
+    svc = hs.get(RoomEventService)
+    receipts = hs.get(ReceiptsStore)
+    odd = f"@b_%:{SERVER}"
+    room = await hs.get(RoomCreationService).create_room(ALICE, preset="public_chat")
+    for user in (BOB, CAROL, odd):
+        await svc.create_and_send_event(room, "m.room.member", {"membership": "join"}, user, user)
+    await receipts.fold_staged()
+    sent = [await svc.create_and_send_event(room, "m.room.message", {"msgtype": "m.text", "body": f"m{i}"}, ALICE)
+            for i in range(3)]
+    staged = await hs.db.run("n", lambda t: t.scalar(
+        "SELECT COUNT(*) FROM event_push_staging WHERE event_id IN (?, ?, ?)", [e.event_id for e in sent]))
+    assert staged == 3  # one row per event, not one per recipient
+    before = {u: await receipts.get_notification_counts(u) for u in (BOB, CAROL, odd)}
+    assert before[BOB] == before[CAROL] == before[odd] == {room: {"main": (3, 0)}}
+    await receipts.fold_staged()
+    assert {u: await receipts.get_notification_counts(u) for u in (BOB, CAROL, odd)} == before
+    assert await hs.db.run("n", lambda t: t.scalar("SELECT COUNT(*) FROM event_push_staging")) == 0
+    # Staged again, then a receipt on the second message: only the third stays unread.
+    more = await svc.create_and_send_event(room, "m.room.message", {"msgtype": "m.text", "body": "m3"}, ALICE)
+    await receipts.upsert_receipt(room, "m.read", BOB, "", sent[1].event_id, {"ts": 1}, 1)
+    assert await receipts.get_notification_counts(BOB) == {room: {"main": (2, 0)}}
+    assert [r.event_id for r in await receipts.get_push_actions(BOB)] == [more.event_id, sent[2].event_id]
+    assert await receipts.get_notification_counts(CAROL) == {room: {"main": (4, 0)}}
