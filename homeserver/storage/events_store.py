@@ -18,8 +18,10 @@ writes what it is given and serves reads through caches:
 """
 from __future__ import annotations
 
+import bisect
 import json
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
@@ -44,6 +46,10 @@ FAILED_MEMORY = 10_000
 #: with more than TXN_IDS_PER_DEVICE is looked up in the database send by send.
 TXN_IDS_CACHED = 200_000
 TXN_IDS_PER_DEVICE = 20_000
+#: Recent timeline events kept in memory per room for incremental /sync (recent_window), and
+#: how many rooms keep them.
+RECENT_PER_ROOM = 64
+RECENT_ROOMS = 20_000
 
 
 class DependencyFailed(Exception):
@@ -132,6 +138,10 @@ class EventsStore:
         self._events: LruCache[str, Event] = LruCache(50_000)
         self._meta: LruCache[str, EventMeta] = LruCache(200_000)
         self._room_versions: dict[str, RoomVersion] = {}
+        #: room_id -> [floor, [(stream_ordering, event_id), ...] ascending]: every timeline event
+        #: of the room with a stream ordering above ``floor`` (noted on commit), the newest
+        #: RECENT_PER_ROOM of them.
+        self._recent: OrderedDict[str, list] = OrderedDict()
         last_nid, last_stream, first_stream = self.db.run_sync("events_store_init", self._init_txn)
         self._last_nid = last_nid
         self.stream_ids = StreamIdGenerator(last_stream)
@@ -372,6 +382,8 @@ class EventsStore:
             _int(ev.depth), item.outlier, item.rejected_reason, item.soft_failed,
             item.state_group_before, item.state_group))
         self.state.groups_written(item.new_groups)
+        if item.in_timeline and item.stream_ordering is not None and item.stream_ordering > 0:
+            self._note_recent(ev.room_id, item.stream_ordering, ev.event_id)
         if item.new_room is not None:
             self._room_versions[ev.room_id] = ev.room_version
         if self._pending.get(ev.event_id) is item:
@@ -385,6 +397,37 @@ class EventsStore:
                 known.setdefault(txn_id, ev.event_id)
                 if len(known) > TXN_IDS_PER_DEVICE:
                     self._txn_ids.pop((user_id, device_id))  # the next lookup marks it uncached
+
+    def _note_recent(self, room_id: str, stream_ordering: int, event_id: str) -> None:
+        ring = self._recent.get(room_id)
+        if ring is None:
+            if len(self._recent) >= RECENT_ROOMS:
+                self._recent.popitem(last=False)
+            # Complete only above every id allocated so far: those are all committed (and noted)
+            # from now on; earlier ones may have been committed before the ring existed.
+            ring = self._recent[room_id] = [self.stream_ids.last_allocated(), []]
+        else:
+            self._recent.move_to_end(room_id)
+        events = ring[1]
+        bisect.insort(events, (stream_ordering, event_id))
+        if len(events) > RECENT_PER_ROOM:
+            dropped = events.pop(0)
+            ring[0] = max(ring[0], dropped[0])
+
+    def recent_window(self, room_id: str, lower: int, upper: int, limit: int) -> list[tuple[int, str]] | None:
+        """The room's timeline events with ``lower < stream_ordering <= upper``, newest first, at
+        most ``limit``, as ``(stream_ordering, event_id)`` — what SyncStore.get_room_windows
+        reads — from memory; None when the memory does not cover ``lower`` (ask the database)."""
+        ring = self._recent.get(room_id)
+        if ring is None or lower < ring[0]:
+            return None
+        out = []
+        for so, eid in reversed(ring[1]):
+            if so <= lower or len(out) >= limit:
+                break
+            if so <= upper:
+                out.append((so, eid))
+        return out
 
     # --- reading events -----------------------------------------------------------------------
     async def get_events(self, event_ids: Iterable[str], *, allow_rejected: bool = False) -> dict[str, Event]:

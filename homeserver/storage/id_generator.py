@@ -43,3 +43,7 @@ class StreamIdGenerator:
 
     def current_token(self) -> int:
         return self._current
+
+    def last_allocated(self) -> int:
+        """The highest id allocated so far (finished or not)."""
+        return self._last

@@ -391,8 +391,17 @@ class SyncService:
         return out
 
     async def _load_windows(self, user_id: str, works: list[_RoomWork], fetch: int, ignored: frozenset[str]) -> None:
-        windows = [(w.room_id, w.lower, w.upper, fetch) for w in works]
-        found = await self.sync_store.get_room_windows(windows)
+        # Recent events from memory when it covers the window (a woken long-poll), else the database.
+        found: dict[str, list[tuple[int, str]]] = {}
+        windows = []
+        for w in works:
+            rows = self.store.recent_window(w.room_id, w.lower, w.upper, fetch)
+            if rows is None:
+                windows.append((w.room_id, w.lower, w.upper, fetch))
+            else:
+                found[w.room_id] = rows
+        if windows:
+            found.update(await self.sync_store.get_room_windows(windows))
         events = await self.store.get_events(eid for rows in found.values() for _, eid in rows)
         for w in works:
             rows = found.get(w.room_id, [])
