@@ -53,6 +53,22 @@ class Txn:
             raise
         return self
 
+    def insert_rows(self, head: str, rows: Sequence[Sequence[Any]], tail: str = "", page: int = 500) -> "Txn":
+        """``head VALUES (..), (..) tail`` for many rows: on PostgreSQL multi-row statements of up
+        to ``page`` rows (one parse and plan per page); on SQLite executemany (one prepared
+        statement). Rows of one page must not conflict with each other under an ON CONFLICT
+        DO UPDATE tail."""
+        if not rows:
+            return self
+        width = len(rows[0])
+        if self._engine.name != "postgres":
+            return self.executemany(f"{head} VALUES ({','.join('?' * width)}){tail}", rows)
+        one = "(" + ",".join("?" * width) + ")"
+        for i in range(0, len(rows), page):
+            chunk = rows[i:i + page]
+            self.execute(f"{head} VALUES {','.join([one] * len(chunk))}{tail}", [v for r in chunk for v in r])
+        return self
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> "Txn":
         """Run sql once per row. On PostgreSQL the rows go in pages of statements rather than one
         round trip per row (psycopg2's executemany sends each separately); rowcount is then unreliable."""

@@ -221,18 +221,18 @@ class ReceiptsStore:
                         for u, i, hl in packed["u"]]
                 for hook in hooks:
                     hook(txn, rows, int(received_ts))
-        txn.executemany(
+        txn.insert_rows(
             "INSERT INTO event_push_actions (user_id, room_id, stream_ordering, event_id, thread_id, highlight,"
-            " actions, received_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", actions_rows)
-        txn.executemany(
+            " actions, received_ts)", actions_rows, " ON CONFLICT DO NOTHING")
+        txn.insert_rows(
             "INSERT INTO notification_history (user_id, room_id, stream_ordering, event_id, highlight, actions,"
-            " received_ts) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", history_rows)
-        txn.executemany(
-            "INSERT INTO notification_counts (user_id, room_id, thread_id, notif_count, highlight_count)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET"
+            " received_ts)", history_rows, " ON CONFLICT DO NOTHING")
+        txn.insert_rows(
+            "INSERT INTO notification_counts (user_id, room_id, thread_id, notif_count, highlight_count)",
+            [(u, room, t, n, h) for (u, room, t), (n, h) in sums.items()],
+            " ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET"
             " notif_count = notification_counts.notif_count + excluded.notif_count,"
-            " highlight_count = notification_counts.highlight_count + excluded.highlight_count",
-            [(u, room, t, n, h) for (u, room, t), (n, h) in sums.items()])
+            " highlight_count = notification_counts.highlight_count + excluded.highlight_count")
         txn.execute("DELETE FROM event_push_staging WHERE stream_ordering <= ?", (staged[-1][0],))
         return len(staged)
 
