@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from .errors import invalid_param
 
+MAX_SAFE_INTEGER = 2**53 - 1
+
 
 def bool_arg(request, name: str, default: bool | None = False) -> bool | None:
     """The query parameter ``name``: ``true`` or ``false``; ``default`` when absent."""
@@ -29,4 +31,6 @@ def int_arg(request, name: str, default: int, *, maximum: int | None = None) -> 
         raise invalid_param(f"Query parameter {name!r} must be an integer") from None
     if n < 0:
         raise invalid_param(f"Query parameter {name!r} must not be negative")
+    if n > MAX_SAFE_INTEGER:  # appendices.md "Canonical JSON": integers stay within [-(2**53)+1, (2**53)-1]
+        raise invalid_param(f"Query parameter {name!r} is too large")
     return n if maximum is None else min(n, maximum)
