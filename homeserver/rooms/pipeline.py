@@ -278,6 +278,29 @@ class RoomEventService:
             return [item.event for item, _ in built]
         raise MatrixError(400, "M_ROOM_IN_USE", "Room ID already exists")
 
+    async def _check_against_state_before(self, rv: RoomVersion, room_id: str, event: Event,
+                                          state_before: Mapping[StateKey, str] | None,
+                                          create_event: Event | None,
+                                          rejected: str | None) -> tuple[StateAt, str | None]:
+        """The state before a remote event (given, or resolved from its prev_events) and the
+        auth check against it (server-server-api "Checks performed on receipt of a PDU", check 5):
+        returns that state and the rejection reason, if any."""
+        if state_before is not None:
+            state = dict(state_before)
+            group = await self.state.new_group(room_id, None, None, state)
+            before = StateAt(state, group.state_group, group.delta_depth, group)
+        else:
+            before = await self.state.state_after_prevs(rv, room_id, event.prev_event_ids)
+        if rejected is None and event.type != "m.room.create":
+            auth_state = await self.state.auth_state_for(event, before.state)
+            if CREATE not in auth_state and create_event is not None:
+                auth_state[CREATE] = create_event
+            try:
+                event_auth.check_auth_rules(event, auth_state)
+            except event_auth.AuthError as e:
+                rejected = f"state: {e}"
+        return before, rejected
+
     def _sign(self, pdu: dict, rv: RoomVersion) -> Event:
         if rv.event_format == EventFormat.V1:
             pdu["event_id"] = ids.new_v1_event_id(self.hs.hostname)
@@ -376,20 +399,8 @@ class RoomEventService:
             # Citing another room's events would import that room's state: never accepted.
             return await self._persist_outlier(event, "prev_events: an event from another room")
 
-        if state_before is not None:
-            state = dict(state_before)
-            group = await self.state.new_group(room_id, None, None, state)
-            before = StateAt(state, group.state_group, group.delta_depth, group)
-        else:
-            before = await self.state.state_after_prevs(rv, room_id, event.prev_event_ids)
-        if rejected is None and event.type != "m.room.create":
-            auth_state = await self.state.auth_state_for(event, before.state)
-            if CREATE not in auth_state and create_event is not None:
-                auth_state[CREATE] = create_event
-            try:
-                event_auth.check_auth_rules(event, auth_state)
-            except event_auth.AuthError as e:
-                rejected = f"state: {e}"
+        before, rejected = await self._check_against_state_before(rv, room_id, event, state_before,
+                                                                  create_event, rejected)
 
         snap = await self.state.get_snapshot(room_id)
         soft_failed = False
@@ -492,20 +503,8 @@ class RoomEventService:
                 if existing is not None:
                     return await self.store.get_event(event.event_id, allow_rejected=True)
                 return await self._persist_outlier(event, "prev_events: an event from another room")
-            if state_before is not None:
-                state = dict(state_before)
-                group = await self.state.new_group(room_id, None, None, state)
-                before = StateAt(state, group.state_group, group.delta_depth, group)
-            else:
-                before = await self.state.state_after_prevs(rv, room_id, event.prev_event_ids)
-            if rejected is None and event.type != "m.room.create":
-                auth_state = await self.state.auth_state_for(event, before.state)
-                if CREATE not in auth_state and create_event is not None:
-                    auth_state[CREATE] = create_event
-                try:
-                    event_auth.check_auth_rules(event, auth_state)
-                except event_auth.AuthError as e:
-                    rejected = f"state: {e}"
+            before, rejected = await self._check_against_state_before(rv, room_id, event, state_before,
+                                                                      create_event, rejected)
             item, _ = await self._prepare_dag_item(
                 None, event, before, rejected=rejected, backfilled=True,
                 existing_nid=existing.event_nid if existing is not None else None)
