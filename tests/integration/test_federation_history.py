@@ -11,33 +11,17 @@ the other server sees it.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import pytest
 
-from tests.integration.harness import ENGINES, api, free_port, register_user, stop_server
-from tests.integration.test_federation_rooms import Node, _write, node_db, q, send_message, start, wait_for
+from tests.integration.harness import ENGINES, api, register_user
+from tests.integration.test_federation_rooms import Node, node_db, q, send_message, two_nodes, wait_for
 
 
 @pytest.fixture(scope="module", params=ENGINES)
 def nodes(request):
-    pa, pb = free_port(), free_port()
-    out = []
-    try:
-        for port, peer in ((pa, pb), (pb, pa)):
-            data_dir = tempfile.mkdtemp(prefix="uzel-fedhist-")
-            node = Node(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", data_dir,
-                        _write(data_dir, port, peer, request.param))
-            out.append(node)
-            start(node)
+    with two_nodes(request.param, prefix="uzel-fedhist-") as out:
         yield out
-    finally:
-        for node in out:
-            if node.proc is not None:
-                stop_server(node.proc)
-            if os.environ.get("UZEL_KEEP_TEST_DIRS") != "1":
-                shutil.rmtree(node.data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

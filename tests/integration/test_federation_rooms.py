@@ -8,6 +8,7 @@ server-server API (signed requests, /send transactions, make_join/send_join, ...
 once per database engine (SQLite, PostgreSQL)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -81,16 +82,17 @@ def start(node: Node) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def nodes(request):
-    """Two nodes on one database engine (each its own database), for every engine."""
+@contextlib.contextmanager
+def two_nodes(engine: str, prefix: str = "uzel-fed-"):
+    """Two uzel nodes federating with each other on loopback, each with its own database on
+    ``engine``; stopped (by PID) and cleaned up on exit."""
     pa, pb = free_port(), free_port()
     out = []
     try:
         for port, peer in ((pa, pb), (pb, pa)):
-            data_dir = tempfile.mkdtemp(prefix="uzel-fed-")
+            data_dir = tempfile.mkdtemp(prefix=prefix)
             node = Node(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", data_dir,
-                        _write(data_dir, port, peer, request.param))
+                        _write(data_dir, port, peer, engine))
             out.append(node)
             start(node)
         yield out
@@ -100,6 +102,13 @@ def nodes(request):
                 stop_server(node.proc)
             if os.environ.get("UZEL_KEEP_TEST_DIRS") != "1":
                 shutil.rmtree(node.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def nodes(request):
+    """Two nodes on one database engine (each its own database), for every engine."""
+    with two_nodes(request.param) as out:
+        yield out
 
 
 @pytest.fixture(scope="module")
