@@ -278,6 +278,26 @@ class RoomEventService:
             return [item.event for item, _ in built]
         raise MatrixError(400, "M_ROOM_IN_USE", "Room ID already exists")
 
+    async def _check_against_auth_events(self, event: Event) -> tuple[Event, Event | None, str | None]:
+        """The first checks on receipt of a remote PDU (server-server-api "Checks performed on
+        receipt of a PDU", checks 3–4): the redacted form when the content hash does not match,
+        then auth against the event's own auth_events (MissingEventsError when some are not
+        stored). Returns the event to keep, the room's create event and the rejection reason."""
+        rv = event.room_version
+        if not check_content_hash(event.pdu):
+            event = Event(redact(event.pdu, rv), rv, event_id=event.event_id)
+        auth_map = await self.store.get_events(event.auth_event_ids, allow_rejected=True)
+        missing = [e for e in event.auth_event_ids if e not in auth_map]
+        if missing:
+            raise MissingEventsError("auth_events", missing)
+        auth_events = [auth_map[e] for e in event.auth_event_ids]
+        create_event = await self._create_event_of(event, auth_events)
+        try:
+            event_auth.check_against_auth_events(event, auth_events, create_event)
+        except event_auth.AuthError as e:
+            return event, create_event, f"auth_events: {e}"
+        return event, create_event, None
+
     async def _check_against_state_before(self, rv: RoomVersion, room_id: str, event: Event,
                                           state_before: Mapping[StateKey, str] | None,
                                           create_event: Event | None,
@@ -377,20 +397,8 @@ class RoomEventService:
         existing = (await self.store.get_event_metas([event.event_id])).get(event.event_id)
         if existing is not None and (outlier or not existing.outlier):
             return await self.store.get_event(event.event_id, allow_rejected=True)
-        if not check_content_hash(event.pdu):
-            event = Event(redact(event.pdu, rv), rv, event_id=event.event_id)
+        event, create_event, rejected = await self._check_against_auth_events(event)
 
-        auth_map = await self.store.get_events(event.auth_event_ids, allow_rejected=True)
-        missing = [e for e in event.auth_event_ids if e not in auth_map]
-        if missing:
-            raise MissingEventsError("auth_events", missing)
-        auth_events = [auth_map[e] for e in event.auth_event_ids]
-        create_event = await self._create_event_of(event, auth_events)
-        rejected = None
-        try:
-            event_auth.check_against_auth_events(event, auth_events, create_event)
-        except event_auth.AuthError as e:
-            rejected = f"auth_events: {e}"
 
         if outlier:
             return await self._persist_outlier(event, rejected)
@@ -485,19 +493,7 @@ class RoomEventService:
             existing = (await self.store.get_event_metas([event.event_id])).get(event.event_id)
             if existing is not None and not existing.outlier:
                 return await self.store.get_event(event.event_id, allow_rejected=True)
-            if not check_content_hash(event.pdu):
-                event = Event(redact(event.pdu, rv), rv, event_id=event.event_id)
-            auth_map = await self.store.get_events(event.auth_event_ids, allow_rejected=True)
-            missing = [e for e in event.auth_event_ids if e not in auth_map]
-            if missing:
-                raise MissingEventsError("auth_events", missing)
-            auth_events = [auth_map[e] for e in event.auth_event_ids]
-            create_event = await self._create_event_of(event, auth_events)
-            rejected = None
-            try:
-                event_auth.check_against_auth_events(event, auth_events, create_event)
-            except event_auth.AuthError as e:
-                rejected = f"auth_events: {e}"
+            event, create_event, rejected = await self._check_against_auth_events(event)
             prev_metas = await self.store.get_event_metas(event.prev_event_ids)
             if any(m.room_id != room_id for m in prev_metas.values()):
                 if existing is not None:
