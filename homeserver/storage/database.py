@@ -112,9 +112,10 @@ class Txn:
 class _Pool:
     """Worker threads, each holding its own connection for the life of the pool."""
 
-    def __init__(self, engine, size: int, name: str, readonly: bool):
+    def __init__(self, engine, size: int, name: str, readonly: bool, **connect_options):
         self.engine = engine
         self.readonly = readonly
+        self.connect_options = connect_options
         self.threadpool = ThreadPool(minthreads=1, maxthreads=size, name=name)
         self._local = threading.local()
         self._conns: list = []
@@ -123,7 +124,7 @@ class _Pool:
     def connection(self):
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self.engine.connect(readonly=self.readonly)
+            conn = self.engine.connect(readonly=self.readonly, **self.connect_options)
             self._local.conn = conn
             with self._lock:
                 self._conns.append(conn)
@@ -148,6 +149,12 @@ class _Pool:
             self._conns.clear()
 
 
+#: SQLite: checkpoint the WAL after this many write transactions, or this many seconds after the
+#: last checkpoint, whichever comes first (the next commit after that triggers it).
+CHECKPOINT_EVERY_COMMITS = 200
+CHECKPOINT_EVERY_SECONDS = 1.0
+
+
 class Database:
     def __init__(self, engine: SqliteEngine | PostgresEngine, *, pool_size: int = 5, reactor=None):
         if reactor is None:
@@ -155,24 +162,39 @@ class Database:
             reactor = _reactor
         self.engine = engine
         self._reactor = reactor
+        # SQLite on a file: the writer's commits only append to the WAL; a thread of its own
+        # copies the WAL back into the database (see _after_write), so no commit waits for that.
+        self._checkpointer: _Pool | None = None
         if isinstance(engine, SqliteEngine):
-            self._writer = _Pool(engine, 1, "db-writer", readonly=False)
             in_memory = engine.path == ":memory:"
+            self._writer = _Pool(engine, 1, "db-writer", readonly=False, checkpoint_in_background=not in_memory)
             self._reader = self._writer if in_memory else _Pool(engine, 2, "db-reader", readonly=True)
+            if not in_memory:
+                self._checkpointer = _Pool(engine, 1, "db-checkpoint", readonly=False)
         else:
             self._writer = _Pool(engine, max(1, pool_size), "db", readonly=False)
             self._reader = self._writer
+        self._writes_since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._checkpointing = False
+        self.checkpoints = 0
         self._started = False
 
     @property
     def engine_name(self) -> str:
         return self.engine.name
 
+    def _pools(self) -> list[_Pool]:
+        pools = {id(self._writer): self._writer, id(self._reader): self._reader}
+        if self._checkpointer is not None:
+            pools[id(self._checkpointer)] = self._checkpointer
+        return list(pools.values())
+
     def start(self) -> None:
         if self._started:
             return
         self._started = True
-        for pool in {id(self._writer): self._writer, id(self._reader): self._reader}.values():
+        for pool in self._pools():
             pool.threadpool.start()
         self._reactor.addSystemEventTrigger("during", "shutdown", self.close)
 
@@ -180,15 +202,40 @@ class Database:
         if not self._started:
             return
         self._started = False
-        for pool in {id(self._writer): self._writer, id(self._reader): self._reader}.values():
+        for pool in self._pools():
             pool.threadpool.stop()
             pool.close_all()
+
+    def _after_write(self) -> None:
+        """Count a committed write; start a background checkpoint when enough have piled up."""
+        if self._checkpointer is None:
+            return
+        self._writes_since_checkpoint += 1
+        if self._checkpointing or not self._started:
+            return
+        if (self._writes_since_checkpoint >= CHECKPOINT_EVERY_COMMITS
+                or time.monotonic() - self._last_checkpoint >= CHECKPOINT_EVERY_SECONDS):
+            self._checkpointing = True
+            self._writes_since_checkpoint = 0
+            self._last_checkpoint = time.monotonic()
+            d = threads.deferToThreadPool(self._reactor, self._checkpointer.threadpool, self._checkpoint_in_thread)
+            d.addErrback(lambda f: logger.warning("WAL checkpoint failed: %s", f.getErrorMessage()))
+            d.addBoth(self._checkpoint_done)
+
+    def _checkpoint_in_thread(self) -> tuple[int, int, int]:
+        return self.engine.checkpoint(self._checkpointer.connection())
+
+    def _checkpoint_done(self, _result) -> None:
+        self._checkpointing = False
+        self.checkpoints += 1
 
     async def run(self, name: str, fn: Callable[..., Any], *args, readonly: bool = False) -> Any:
         """Run fn(txn, *args) in one transaction on a worker thread; returns its result."""
         pool = self._reader if readonly else self._writer
         result, after = await threads.deferToThreadPool(
             self._reactor, pool.threadpool, self._run_in_thread, pool, name, fn, args, not readonly)
+        if not readonly:
+            self._after_write()
         for cb, cb_args in after:
             try:
                 cb(*cb_args)

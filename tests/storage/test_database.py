@@ -71,3 +71,34 @@ def test_percent_sign_in_sql_literals_survives_postgres_rewrite(engine_args):
     prepare_database(db)
     db.run_sync("w", lambda t: t.execute("INSERT INTO server_meta (key, value) VALUES (?, ?)", ("p", "100%")))
     assert db.run_sync("r", lambda t: t.scalar("SELECT value FROM server_meta WHERE value LIKE '%\\%' ESCAPE '\\'")) == "100%"
+
+
+@pytest_twisted.ensureDeferred
+async def test_sqlite_wal_is_checkpointed_in_the_background_not_by_commits(tmp_path):
+    """The writer never checkpoints (wal_autocheckpoint=0); after enough commits the database's
+    own checkpoint thread copies the WAL back, so the WAL does not grow without bound."""
+    from twisted.internet import reactor, task
+
+    from homeserver.storage import database as database_module
+    db = Database(create_engine("sqlite", path=str(tmp_path / "wal.db")))
+    db.start()
+    try:
+        writer = await db.run("autocheckpoint", lambda txn: txn.scalar("PRAGMA wal_autocheckpoint"))
+        assert writer == 0
+        await db.run("create", lambda txn: txn.execute("CREATE TABLE t (x BLOB)"))
+        for i in range(database_module.CHECKPOINT_EVERY_COMMITS + 5):
+            await db.run("insert", lambda txn: txn.execute("INSERT INTO t (x) VALUES (?)", (b"x" * 3000,)))
+        for _ in range(200):
+            if db.checkpoints:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        assert db.checkpoints >= 1
+        import sqlite3
+        probe = sqlite3.connect(str(tmp_path / "wal.db"))
+        busy, log, copied = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        probe.close()
+        assert busy == 0 and log == copied
+        assert await db.run("count", lambda txn: txn.scalar("SELECT count(*) FROM t"), readonly=True) \
+            == database_module.CHECKPOINT_EVERY_COMMITS + 5
+    finally:
+        db.close()
