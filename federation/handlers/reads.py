@@ -12,13 +12,16 @@ Then per event, the history visibility at it (homeserver/protocol/visibility.py
 as seen by a server with a user joined now): ``/event`` of an event the server may not see is 404
 (as Synapse), ``/state`` and ``/state_ids`` at it 403; ``/backfill`` and ``/get_missing_events``
 send such events redacted (the DAG stays whole, the content does not leak). Events without known
-state (outliers) are judged with the current state.
+state (outliers) are judged with the current state. Events of erased accounts
+(homeserver/accounts/erasure.py) are always sent redacted: /event, /state, /backfill and
+/get_missing_events.
 """
 from __future__ import annotations
 
 import heapq
 from typing import Iterable
 
+from homeserver.accounts.erasure import ErasureService
 from homeserver.http.errors import forbidden, not_found
 from homeserver.protocol import ids
 from homeserver.protocol import visibility as rules
@@ -76,7 +79,7 @@ class FederationReadsHandler:
         await self.check_server_in_room(origin, ev.room_id, acl=False)
         if ev.event_id not in await self.visible_ids(origin, ev.room_id, [ev]):
             raise not_found("Event not found")
-        return self._transaction([ev])
+        return {**self._transaction([]), "pdus": await self._erasure_redacted([ev])}
 
     async def visible_ids(self, origin: str, room_id: str, events: list[Event]) -> set[str]:
         """The IDs of ``events`` (of ``room_id``) that ``origin`` may see (module docstring)."""
@@ -116,7 +119,16 @@ class FederationReadsHandler:
     async def _filtered_pdus(self, origin: str, room_id: str, events: list[Event]) -> list[dict]:
         """PDUs of ``events``, those ``origin`` may not see redacted."""
         visible = await self.visible_ids(origin, room_id, events)
-        return [ev.pdu if ev.event_id in visible else redact(ev.pdu, ev.room_version) for ev in events]
+        erased = await self.hs.get(ErasureService).erased_among({ev.sender for ev in events})
+        return [ev.pdu if ev.event_id in visible and ev.sender not in erased else redact(ev.pdu, ev.room_version)
+                for ev in events]
+
+    async def _erasure_redacted(self, events: Iterable[Event]) -> list[dict]:
+        """PDUs of ``events``, those of erased senders redacted (account_deactivation.yaml
+        ``erase``; other servers always get the redacted copy, as from Synapse)."""
+        events = list(events)
+        erased = await self.hs.get(ErasureService).erased_among({ev.sender for ev in events})
+        return [redact(ev.pdu, ev.room_version) if ev.sender in erased else ev.pdu for ev in events]
 
     async def _state_before(self, origin: str, room_id: str, event_id: str | None) -> dict:
         await self.check_server_in_room(origin, room_id)
@@ -145,8 +157,8 @@ class FederationReadsHandler:
         state_ids = sorted(set(state.values()))
         chain = await self.store.get_auth_chain_ids(state_ids)
         loaded = await self.store.get_events(set(state_ids) | chain, allow_rejected=True)
-        return {"pdus": [loaded[e].pdu for e in state_ids if e in loaded],
-                "auth_chain": [loaded[e].pdu for e in sorted(chain) if e in loaded]}
+        return {"pdus": await self._erasure_redacted(loaded[e] for e in state_ids if e in loaded),
+                "auth_chain": await self._erasure_redacted(loaded[e] for e in sorted(chain) if e in loaded)}
 
     async def event_auth(self, origin: str, room_id: str, event_id: str) -> dict:
         """event_auth.yaml: the full auth chain of an event."""

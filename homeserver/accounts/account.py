@@ -1,7 +1,9 @@
 """Account management: password change and deactivation (client-server-api "Account management",
 password_management.yaml, account_deactivation.yaml).
 
-Deactivation here marks the account, forgets its password and deletes its tokens and devices.
+Deactivation here marks the account, forgets its password and deletes its tokens and devices;
+with ``erase`` it records the erasure (homeserver/accounts/erasure.py: the account's events are
+then served redacted to those who could not see them as members).
 Everything else a deactivation implies (leaving rooms, clearing the profile, erasing data,
 dropping pushers) belongs to other services, which append to ``AccountService.on_deactivate``:
 ``fn(user_id: str, erase: bool)`` returning None or an awaitable; hooks run in order after the
@@ -17,6 +19,7 @@ from homeserver.storage.accounts_store import AccountsStore
 
 from .auth import AuthService, Requester
 from .devices import DeviceService
+from .erasure import ErasureService
 from .passwords import MAX_PASSWORD_LENGTH, PasswordHasher
 
 logger = logging.getLogger(__name__)
@@ -52,6 +55,9 @@ class AccountService:
     async def deactivate(self, user_id: str, *, erase: bool = False) -> None:
         auth = self.hs.get(AuthService)
         revoked = await self.store.deactivate_user(user_id)
+        if erase:
+            # Recorded before the hooks run, so the leave events they send are already covered.
+            await self.hs.get(ErasureService).mark_erased(user_id)
         auth.invalidate_tokens(revoked)
         auth.invalidate_user(user_id)
         await self.hs.get(DeviceService).delete_all_devices(user_id)

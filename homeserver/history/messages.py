@@ -97,13 +97,13 @@ class MessagesService:
             candidates = [loaded[r.event_id] for r in rows if r.event_id in loaded]
             if event_filter is not None:
                 candidates = [e for e in candidates if event_filter.matches(_filter_view(e))]
-            visible = {e.event_id for e in await self.visibility.filter_events_for_user(
-                user_id, candidates, ignored_users=ignored_users)}
+            visible = {e.event_id: e for e in await self.visibility.filter_events_for_user(
+                user_id, candidates, ignored_users=ignored_users)}  # erased senders: redacted copies
             consumed = 0
             for r in rows:
                 consumed += 1
                 if r.event_id in visible:
-                    picked.append(loaded[r.event_id])
+                    picked.append(visible[r.event_id])
                     picked_rows.append(r)
                 pos = r.before if backwards else r.after
                 if len(picked) == limit:
@@ -175,7 +175,7 @@ class MessagesService:
         event = await self.events.get_event(event_id)
         meta = (await self.events.get_event_metas([event_id])).get(event_id)
         if event is None or event.room_id != room_id or meta is None or meta.stream_ordering is None \
-                or not await self.visibility.can_see_event(user_id, event):
+                or (event := await self.visibility.visible_event(user_id, event)) is None:
             raise not_found("Event not found.")
         ignored = await self.relations.ignored_users(user_id)
         here = TimelineRow(event_id, meta.depth, meta.stream_ordering)

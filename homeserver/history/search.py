@@ -155,8 +155,9 @@ class SearchService:
             candidates = [e for e in candidates if f.matches(_filter_view(e))]
             redacted = await self.relations.serializer.applicable_redactions(candidates)
             candidates = [e for e in candidates if e.event_id not in redacted]
+            # An erased sender's event served as a redacted copy no longer holds the words found.
             visible = {e.event_id for e in await self.visibility.filter_events_for_user(
-                user_id, candidates, ignored_users=ignored)}
+                user_id, candidates, ignored_users=ignored) if e is loaded.get(e.event_id)}
             hits += [(h.rank, loaded[h.event_id]) for h in batch if h.event_id in visible]
             if len(batch) < want:
                 exhausted = True

@@ -15,13 +15,17 @@ For ``m.room.history_visibility`` events the least restrictive of the values bef
 event counts; for the user's own ``m.room.member`` events, the more permissive of the memberships
 before and after (so a user always sees their own join, and the event that ended their join).
 A missing or unknown visibility counts as ``shared``.
+
+Erased senders (account_deactivation.yaml ``erase``): their events are served as redacted copies
+to users who were not joined at the event (``filter_events_for_user``).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Container, Iterable, Mapping
 
 from .events import Event
 from .ids import domain_or_none
+from .redaction import redact
 
 HISTORY_VISIBILITY = ("m.room.history_visibility", "")
 
@@ -74,6 +78,22 @@ def _most_permissive(a: str | None, b: str | None) -> str | None:
     return a
 
 
+def membership_at(user_id: str, event: Event, state_before: StateMap) -> str | None:
+    """The user's membership at ``event``: in the state before it, or for the user's own member
+    event the more permissive of before and after."""
+    member = state_before.get(("m.room.member", user_id))
+    membership = membership_value(_content(member)) if member is not None else None
+    if event.type == "m.room.member" and event.state_key == user_id:
+        membership = _most_permissive(membership, membership_value(event.content))
+    return membership
+
+
+def erased_copy(event: Event) -> Event:
+    """The redacted copy of an erased sender's event (account_deactivation.yaml, ``erase``),
+    under the room version's redaction rules; same event ID."""
+    return Event(redact(event.pdu, event.room_version), event.room_version, event_id=event.event_id)
+
+
 def is_event_visible(user_id: str, event: Event, state_before: StateMap, *,
                      joined_later: bool = False) -> bool:
     """Whether ``user_id`` may see ``event`` given the state just before it.
@@ -84,10 +104,7 @@ def is_event_visible(user_id: str, event: Event, state_before: StateMap, *,
         visibility = _least_restrictive(visibility, visibility_value(_content(event.content)))
     if visibility == WORLD_READABLE:
         return True
-    member = state_before.get(("m.room.member", user_id))
-    membership = membership_value(_content(member)) if member is not None else None
-    if event.type == "m.room.member" and event.state_key == user_id:
-        membership = _most_permissive(membership, membership_value(event.content))
+    membership = membership_at(user_id, event, state_before)
     if membership == "join":
         return True
     if visibility == SHARED and joined_later:
@@ -99,13 +116,20 @@ def is_event_visible(user_id: str, event: Event, state_before: StateMap, *,
 
 def filter_events_for_user(user_id: str, events_with_state: Iterable[tuple[Event, StateMap]], *,
                            joined_later: bool | Callable[[Event], bool] = False,
-                           ignored_users: Iterable[str] = ()) -> list[Event]:
+                           ignored_users: Iterable[str] = (),
+                           erased_senders: Container[str] = frozenset()) -> list[Event]:
     """The events of ``events_with_state`` (``(event, state before it)`` pairs, in order) that
     ``user_id`` may see, in the same order.
 
     ``joined_later`` is rule 3's "the user joined the room at any point after the event": a
     constant (True when the user is joined now) or a predicate per event. Non-state events sent
-    by ``ignored_users`` (modules/ignore_users.md) are dropped too."""
+    by ``ignored_users`` (modules/ignore_users.md) are dropped too.
+
+    Events of ``erased_senders`` (account_deactivation.yaml, ``erase``: "Users which had
+    visibility on those events prior to the erasure are still able to see unredacted copies")
+    come back as :func:`erased_copy` unless the user was joined at the event (as Synapse
+    judges it: membership at the event, not the time of the erasure); others are the given
+    objects themselves."""
     ignored = set(ignored_users)
     out = []
     for event, state_before in events_with_state:
@@ -113,6 +137,9 @@ def filter_events_for_user(user_id: str, events_with_state: Iterable[tuple[Event
             continue
         later = joined_later(event) if callable(joined_later) else bool(joined_later)
         if is_event_visible(user_id, event, state_before, joined_later=later):
+            if erased_senders and event.sender in erased_senders \
+                    and membership_at(user_id, event, state_before) != "join":
+                event = erased_copy(event)
             out.append(event)
     return out
 

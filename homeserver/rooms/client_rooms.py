@@ -401,9 +401,10 @@ class ClientRoomService:
         event = await self.events.get_event(event_id) if ids.is_valid_event_id(event_id) else None
         if event is None or event.room_id != room_id:
             raise not_found("Event not found.")
-        if not await self.visibility.can_see_event(requester.user_id, event):
+        shown = await self.visibility.visible_event(requester.user_id, event)
+        if shown is None:
             raise not_found("Event not found.")
-        return event
+        return shown
 
     async def get_state_event(self, requester, room_id: str, event_type: str, state_key: str) -> Event:
         access = await self.visibility.room_access(requester.user_id, room_id)

@@ -2,7 +2,9 @@
 
 The rules are the pure functions of homeserver/protocol/visibility.py (modules/history_visibility.md);
 this service loads what they need (the state before each event, the user's membership history)
-and answers for /event, /state, /members, /context, /messages and /initialSync.
+and answers for /event, /state, /members, /context, /messages and /initialSync. Events of
+erased accounts come back as redacted copies to users who were not joined at them
+(homeserver/accounts/erasure.py), so callers must use the events returned, not their originals.
 
 Access to state and members (rooms.yaml, 403 "You aren't a member of the room and weren't
 previously a member of the room"): joined users read the current state; users who left or were
@@ -14,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from homeserver.accounts.erasure import ErasureService
 from homeserver.http.errors import forbidden, not_found
 from homeserver.protocol import visibility as rules
 from homeserver.protocol.events import Event
@@ -43,6 +46,7 @@ class VisibilityService:
         self.store = hs.get(EventsStore)
         self.state_store = hs.get(StateStore)
         self.extras = hs.get(RoomExtrasStore)
+        self.erasures = hs.get(ErasureService)
 
     async def filter_events_for_user(self, user_id: str, events: Sequence[Event], *,
                                      ignored_users: Iterable[str] = ()) -> list[Event]:
@@ -81,8 +85,9 @@ class VisibilityService:
                 return False
             return any(s > meta.stream_ordering for s in streams)
 
+        erased = await self.erasures.erased_among({e.sender for e in events})
         return rules.filter_events_for_user(user_id, pairs, joined_later=joined_later,
-                                            ignored_users=ignored_users)
+                                            ignored_users=ignored_users, erased_senders=erased)
 
     async def _join_streams(self, room_ids: Iterable[str], user_id: str) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
@@ -94,6 +99,12 @@ class VisibilityService:
 
     async def can_see_event(self, user_id: str, event: Event) -> bool:
         return bool(await self.filter_events_for_user(user_id, [event]))
+
+    async def visible_event(self, user_id: str, event: Event) -> Event | None:
+        """``event`` as ``user_id`` may see it (a redacted copy when its sender is erased and the
+        user was not joined at it), or None when hidden."""
+        shown = await self.filter_events_for_user(user_id, [event])
+        return shown[0] if shown else None
 
     async def is_world_readable(self, room_id: str) -> bool:
         ev = await self.events.get_current_state_event(room_id, "m.room.history_visibility")

@@ -412,8 +412,8 @@ class SyncService:
             # their join (modules/history_visibility.md); the others they saw as a member.
             early = [ev for so, ev in cands if so < w.row.stream_ordering]
             if early or ignored:
-                visible = {e.event_id for e in await self._visible(user_id, w, early, ignored)}
-                cands = [(so, ev) for so, ev in cands
+                visible = {e.event_id: e for e in await self._visible(user_id, w, early, ignored)}
+                cands = [(so, ev if so >= w.row.stream_ordering else visible[ev.event_id]) for so, ev in cands
                          if (so >= w.row.stream_ordering or ev.event_id in visible)
                          and not (ignored and ev.sender in ignored and not ev.is_state())]
             w.candidates = cands
@@ -438,7 +438,9 @@ class SyncService:
                 continue
             m = maps[meta.state_group_before]
             pairs.append((e, {k: loaded[m[k]] for k in keys if k in m and m[k] in loaded}))
-        return vis_rules.filter_events_for_user(user_id, pairs, joined_later=True, ignored_users=ignored)
+        erased = await self.visibility.erasures.erased_among({e.sender for e in events})
+        return vis_rules.filter_events_for_user(user_id, pairs, joined_later=True, ignored_users=ignored,
+                                                erased_senders=erased)
 
     async def _state_at_start(self, w: _RoomWork, metas, use_state_after: bool) -> Mapping[StateKey, str]:
         if w.choice.events and not use_state_after:

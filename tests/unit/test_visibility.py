@@ -194,3 +194,36 @@ def test_a_server_sees_its_users_own_joins_and_visibility_changes_to_world_reada
     assert is_event_visible_to_server(THEM, their("join"), joined_only)
     assert is_event_visible_to_server(THEM, hv("world_readable"), joined_only)
     assert not is_event_visible_to_server(THEM, ev(), joined_only)
+
+
+# --- erased senders (account_deactivation.yaml, "erase") -----------------------------------------
+
+ERASED = "@gone:a.example"
+
+
+def test_erased_senders_events_stay_whole_for_users_joined_at_the_event():
+    msg = ev(content={"body": "hi"}, sender=ERASED)
+    (shown,) = filter_events_for_user(ME, [(msg, state("shared", "join"))], erased_senders={ERASED})
+    assert shown is msg
+
+
+def test_erased_senders_events_are_redacted_for_users_who_joined_later():
+    msg = ev(content={"body": "hi"}, sender=ERASED)
+    (shown,) = filter_events_for_user(ME, [(msg, state("shared", None))], joined_later=True,
+                                      erased_senders={ERASED})
+    assert shown.event_id == msg.event_id and shown.content == {} and shown.sender == ERASED
+
+
+def test_erased_senders_events_are_redacted_for_world_readable_readers_and_hidden_ones_stay_hidden():
+    msg = ev(content={"body": "hi"}, sender=ERASED)
+    (shown,) = filter_events_for_user(ME, [(msg, state("world_readable", None))], erased_senders={ERASED})
+    assert shown.content == {}
+    assert filter_events_for_user(ME, [(msg, state("joined", None))], joined_later=True,
+                                  erased_senders={ERASED}) == []
+
+
+def test_other_senders_are_not_affected_by_an_erasure():
+    msg = ev(content={"body": "hi"})
+    (shown,) = filter_events_for_user(ME, [(msg, state("shared", None))], joined_later=True,
+                                      erased_senders={ERASED})
+    assert shown is msg
