@@ -37,6 +37,7 @@ from homeserver.protocol.events import Event
 from homeserver.protocol.power_levels import get_named_level, get_user_power_level
 from homeserver.storage.room_extras_store import RoomExtrasStore
 
+from .guest_kicks import GuestAccessEnforcer
 from .pipeline import RoomEventService
 from .serialize import STRIPPED_STATE_TYPES, strip_event
 
@@ -73,6 +74,7 @@ class MembershipService:
         self.remote_knock: RemoteJoin | None = None
         self.remote_leave: RemoteLeave | None = None
         self.remote_invite: Callable[[Event], Awaitable[Event]] | None = None
+        hs.get(GuestAccessEnforcer)  # guests leave rooms that stop allowing them
 
     def is_mine(self, user_id: str) -> bool:
         try:
@@ -123,6 +125,7 @@ class MembershipService:
             await self._add_profile(content, target)
             if requester.is_guest:
                 await self._check_guest_access(room_id)
+                content["kind"] = "guest"  # as Synapse marks guests' joins
             if current == JOIN:
                 existing = await self._current_member_event(room_id, target)
                 if existing is not None and _same_join(existing.content, content, reason):
