@@ -10,10 +10,14 @@ token hash to :class:`Requester` answers repeat requests without touching the da
 revocation (logout, device deletion, password change, deactivation, lock) goes through
 :meth:`AuthService.invalidate_tokens` / :meth:`AuthService.invalidate_user`, and a generation
 counter keeps a lookup that raced with a revocation from caching its stale answer.
+
+Application services acting as a user (appservices/service.py, a token resolver) get the same
+locked / suspended answers as the user's own token, and 403 M_USER_DEACTIVATED for a
+deactivated user; the user's flags are cached and forgotten by :meth:`AuthService.invalidate_user`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable
 
 from homeserver.http.errors import MatrixError, missing_token, unknown_token
@@ -76,6 +80,8 @@ class AuthService:
         self.token_resolvers: list[TokenResolver] = []
         self._cache: dict[str, _Cached] = {}
         self._by_user: dict[str, set[str]] = {}
+        #: user ID -> (deactivated, locked, suspended) of users application services act as.
+        self._user_flags: dict[str, tuple[bool, bool, bool]] = {}
         self._generation = 0
         self.refreshable_lifetime_ms: int = hs.config.refreshable_access_token_lifetime_ms
         # (user_id, device_id) -> (ts, ip, user agent) not yet written to the devices table.
@@ -128,7 +134,7 @@ class AuthService:
             for resolver in self.token_resolvers:
                 found = await resolver(request, token)
                 if found is not None:
-                    return found
+                    return await self._check_asserted_user(found, allow_locked=allow_locked)
             cached = await self._load(token_hash)
         if cached.valid_until_ms is not None and not allow_expired and self.hs.clock_ms() >= cached.valid_until_ms:
             raise unknown_token("Access token has expired", soft_logout=True)
@@ -137,6 +143,31 @@ class AuthService:
         if cached.requester.is_guest and not allow_guest:
             raise MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest access not allowed")
         return cached.requester
+
+    async def _check_asserted_user(self, requester: Requester, *, allow_locked: bool) -> Requester:
+        """An application service acting as a user (``?user_id=``, application-service-api.md
+        "Identity assertion") meets the same account checks as the user's own token: 401
+        M_USER_LOCKED (soft logout) when locked, the requester marked ``suspended`` for the
+        endpoints that refuse suspended accounts, and for a deactivated account (whose own
+        tokens no longer exist) 403 M_USER_DEACTIVATED, Synapse's UserDeactivatedError."""
+        flags = self._user_flags.get(requester.user_id)
+        if flags is None:
+            generation = self._generation
+            record = await self.store.get_user(requester.user_id)
+            flags = (bool(record and record.deactivated), bool(record and record.locked),
+                     bool(record and record.suspended))
+            if generation == self._generation:
+                if len(self._user_flags) >= _CACHE_MAX:
+                    self._user_flags.pop(next(iter(self._user_flags)))
+                self._user_flags[requester.user_id] = flags
+        deactivated, locked, suspended = flags
+        if deactivated:
+            raise MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
+        if locked and not allow_locked:
+            raise MatrixError(401, "M_USER_LOCKED", "This account has been locked", soft_logout=True)
+        if suspended and not requester.suspended:
+            requester = replace(requester, suspended=True)
+        return requester
 
     async def _load(self, token_hash: str) -> _Cached:
         generation = self._generation
@@ -171,6 +202,7 @@ class AuthService:
         """Forget every cached token of a user (after lock, suspension, deactivation, bulk
         revocation): the next request reads the user's flags again."""
         self._generation += 1
+        self._user_flags.pop(user_id, None)
         for h in self._by_user.pop(user_id, ()):
             self._cache.pop(h, None)
 
