@@ -9,14 +9,16 @@ Encryption", "Send-to-device messaging"; user_keys.yaml, user_devices.yaml.
 * inbound, through :meth:`TransactionHandler.register_edu_handler`: ``m.typing`` →
   ``TypingService.set_remote_typing``; ``m.receipt`` → the receipts store (read receipts only,
   users of the sending server who are joined); ``m.device_list_update`` and
-  ``m.signing_key_update`` → a device-list change of the user (local users sharing a room see it
-  in /sync and re-query the keys, which go to the user's server); ``m.direct_to_device`` → the
+  ``m.signing_key_update`` → the user's cached device list (homeserver/e2ee/remote_device_lists.py:
+  applied, or resynced through ``GET /user/devices``; local users sharing a room see the change
+  in /sync and their re-query is answered from the cache); ``m.direct_to_device`` → the
   local devices' inboxes (``ToDeviceService.send``, idempotent by message_id);
 * outbound: ``TypingService.on_local_change`` (in memory), ``ReceiptsService.on_local_receipt``,
   ``DeviceListService.on_change`` (to every server sharing a room with the user; ``prev_id`` is
   left empty, which makes receivers re-sync through ``GET /user/devices``, always correct) and
   ``ToDeviceService.on_remote_queued`` (the sender reads the e2ee outbox);
-* ``DeviceKeysService.federation``: ``query_keys`` and ``claim_keys`` over ``/user/keys/*``.
+* ``DeviceKeysService.federation``: ``query_keys`` and ``claim_keys`` over ``/user/keys/*``;
+  ``RemoteDeviceListService.federation``: ``get_user_devices`` over ``/user/devices/{userId}``.
 
 Presence (server-server-api.md "Presence", ``m.presence`` with ``{"push": [...]}``): inbound
 updates of the origin's users who share a room with this server go to
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from typing import Sequence
+from urllib.parse import quote
 
 from twisted.internet import defer
 
@@ -78,6 +81,10 @@ class FederationEduHandler:
         from homeserver.client.presence import PresenceService
         self.hs.get(PresenceService).on_local_change.append(self.presence_changed)
         self.hs.get(DeviceKeysService).federation = self
+        from homeserver.e2ee.remote_device_lists import RemoteDeviceListService
+        remote_lists = self.hs.get(RemoteDeviceListService)
+        remote_lists.federation = self
+        self.hs.on_start(remote_lists.start)
 
     def _is_mine(self, user_id) -> bool:
         return _domain(user_id) == self.hs.hostname
@@ -159,18 +166,12 @@ class FederationEduHandler:
             await presence.set_remote_state(user_id, state, status_msg, now - ago)
 
     async def on_device_list_update(self, origin: str, content: dict) -> None:
-        from homeserver.e2ee.device_lists import DeviceListService
-        user_id, device_id = content.get("user_id"), content.get("device_id")
-        if _domain(user_id) != origin or not isinstance(device_id, str):
-            return
-        await self.hs.get(DeviceListService).record_changes([(user_id, device_id, None)])
+        from homeserver.e2ee.remote_device_lists import RemoteDeviceListService
+        await self.hs.get(RemoteDeviceListService).on_device_list_update(origin, content)
 
     async def on_signing_key_update(self, origin: str, content: dict) -> None:
-        from homeserver.e2ee.device_lists import DeviceListService
-        user_id = content.get("user_id")
-        if _domain(user_id) != origin:
-            return
-        await self.hs.get(DeviceListService).record_changes([(user_id, None, None)])
+        from homeserver.e2ee.remote_device_lists import RemoteDeviceListService
+        await self.hs.get(RemoteDeviceListService).on_signing_key_update(origin, content)
 
     async def on_to_device(self, origin: str, content: dict) -> None:
         from homeserver.e2ee.to_device import ToDeviceService
@@ -253,6 +254,11 @@ class FederationEduHandler:
     async def query_keys(self, destination: str, query: dict, timeout_ms: int) -> dict:
         return await self.client.post_json(destination, f"{FED_V1}/user/keys/query", {"device_keys": query},
                                            timeout_s=max(1.0, timeout_ms / 1000))
+
+    # --- RemoteDeviceListService.federation ------------------------------------------------------------
+    async def get_user_devices(self, destination: str, user_id: str, timeout_ms: int) -> dict:
+        return await self.client.get_json(destination, f"{FED_V1}/user/devices/{quote(user_id, safe='')}",
+                                          timeout_s=max(1.0, timeout_ms / 1000))
 
     async def claim_keys(self, destination: str, query: dict, timeout_ms: int) -> dict:
         return await self.client.post_json(destination, f"{FED_V1}/user/keys/claim", {"one_time_keys": query},

@@ -2,8 +2,9 @@
 Distribution", "One-time and fallback keys", "Uploading keys"; keys.yaml ``/keys/upload``,
 ``/keys/query``, ``/keys/claim``).
 
-Remote users are answered through :attr:`DeviceKeysService.federation`, a seam the federation
-side fills in: an object with ``async query_keys(destination, {user: [device]}, timeout_ms)``
+Remote users who share a room with a local user are answered from their cached device lists
+(:mod:`homeserver.e2ee.remote_device_lists`); other remote users through
+:attr:`DeviceKeysService.federation`, a seam the federation side fills in: an object with ``async query_keys(destination, {user: [device]}, timeout_ms)``
 returning the remote ``/user/keys/query`` body and ``async claim_keys(destination,
 {user: {device: algorithm}}, timeout_ms)`` returning the remote ``/user/keys/claim`` body. Until
 then remote servers are listed in ``failures``.
@@ -20,6 +21,7 @@ from homeserver.storage.e2ee_store import E2eeStore
 from . import keys_format as kf
 from .cross_signing import CrossSigningService, merge_signatures
 from .device_lists import DeviceListService
+from .remote_device_lists import RemoteDeviceListService
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class DeviceKeysService:
         self.store = hs.get(E2eeStore)
         self.device_lists = hs.get(DeviceListService)
         self.cross_signing = hs.get(CrossSigningService)
+        self.remote_lists = hs.get(RemoteDeviceListService)
         self.federation = None  # seam, see the module docstring
         self._last_upload_id = 0
 
@@ -92,10 +95,14 @@ class DeviceKeysService:
         local = {u: d for u, d in wanted.items() if get_domain(u) == self.hs.hostname}
         result = await self.query_local(viewer, local)
         result["failures"] = {}
+        rest = {u: d for u, d in wanted.items() if u not in local}
+        if rest:  # tracked remote users from their cached lists, the others over federation
+            cached, rest = await self.remote_lists.query_cached(rest, timeout)
+            for field, values in cached.items():
+                result.setdefault(field, {}).update(values)
         remote: dict[str, dict[str, list[str]]] = {}
-        for u, d in wanted.items():
-            if u not in local:
-                remote.setdefault(get_domain(u), {})[u] = d
+        for u, d in rest.items():
+            remote.setdefault(get_domain(u), {})[u] = d
         for destination, query in sorted(remote.items()):
             await self._query_remote(destination, query, timeout, result)
         return result
