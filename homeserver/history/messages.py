@@ -21,13 +21,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twisted.internet import defer
+
 from homeserver.client.filtering import RoomEventFilter
 from homeserver.http.errors import MatrixError, forbidden, not_found
 from homeserver.protocol.events import Event
 from homeserver.rooms.pipeline import RoomEventService
 from homeserver.rooms.visibility import RoomAccess, VisibilityService
 from homeserver.storage.events_store import EventsStore
-from homeserver.storage.history_store import HistoryStore, TimelineRow
+from homeserver.storage.history_store import HistoryStore, PageRead, TimelineRow
 from homeserver.sync.tokens import RoomPosition
 
 from .relations import RelationsService
@@ -42,6 +44,10 @@ class Page:
     rows: list[TimelineRow]  # of ``events``
     next_pos: RoomPosition  # where the next page starts
     exhausted: bool  # nothing further in this direction
+    #: The first batch's read (rows with what serving them needs), and whether every event picked
+    #: came from it (then its redactions, transaction IDs and aggregations cover the page).
+    first: PageRead | None = None
+    first_covers: bool = False
 
 
 class MessagesService:
@@ -82,23 +88,35 @@ class MessagesService:
     # --- scanning ---------------------------------------------------------------------------------
     async def scan(self, user_id: str, room_id: str, from_pos: RoomPosition, to_pos: RoomPosition | None, *,
                    backwards: bool, limit: int, event_filter: RoomEventFilter | None,
-                   ignored_users: set[str]) -> Page:
+                   ignored_users: set[str], prefetch: bool = False, device_id: str | None = None,
+                   gap_check: bool = False) -> Page:
         """Up to ``limit`` events after ``from_pos`` in the page direction that pass the filter and
-        the user's history visibility, reading the database in batches."""
+        the user's history visibility, reading the database in batches. With ``prefetch`` the
+        first batch is read with what serving it to ``device_id`` needs in one transaction
+        (HistoryStore.read_page, which also takes ``gap_check``)."""
         picked: list[Event] = []
         picked_rows: list[TimelineRow] = []
         pos = from_pos
         scanned = 0
         batch = limit
+        first: PageRead | None = None
         while len(picked) < limit and scanned < MAX_SCAN:
-            rows = await self.store.paginate(room_id, pos, to_pos, backwards=backwards, limit=batch)
+            if prefetch and first is None:
+                first = await self.store.read_page(room_id, pos, to_pos, backwards=backwards, limit=batch,
+                                                   user_id=user_id, device_id=device_id,
+                                                   ignored_users=ignored_users, gap_check=gap_check)
+                rows = first.rows
+            else:
+                rows = await self.store.paginate(room_id, pos, to_pos, backwards=backwards, limit=batch)
             scanned += len(rows)
             loaded = await self.events.get_events(r.event_id for r in rows)
             candidates = [loaded[r.event_id] for r in rows if r.event_id in loaded]
             if event_filter is not None:
                 candidates = [e for e in candidates if event_filter.matches(_filter_view(e))]
+            known_members = {room_id: first.member_streams} if first is not None else None
             visible = {e.event_id: e for e in await self.visibility.filter_events_for_user(
-                user_id, candidates, ignored_users=ignored_users)}  # erased senders: redacted copies
+                user_id, candidates, ignored_users=ignored_users,
+                member_streams=known_members)}  # erased senders: redacted copies
             consumed = 0
             for r in rows:
                 consumed += 1
@@ -109,9 +127,15 @@ class MessagesService:
                 if len(picked) == limit:
                     break
             if len(rows) < batch and consumed == len(rows):
-                return Page(picked, picked_rows, pos, True)
+                return self._page(picked, picked_rows, pos, True, first)
             batch = min(max(2 * (limit - len(picked)), 50), 500)
-        return Page(picked, picked_rows, pos, False)
+        return self._page(picked, picked_rows, pos, False, first)
+
+    @staticmethod
+    def _page(picked: list[Event], rows: list[TimelineRow], pos: RoomPosition, exhausted: bool,
+              first: PageRead | None) -> Page:
+        first_ids = {r.event_id for r in first.rows} if first is not None else set()
+        return Page(picked, rows, pos, exhausted, first, all(r.event_id in first_ids for r in rows))
 
     # --- GET /messages ---------------------------------------------------------------------------
     async def get_messages(self, user_id: str, room_id: str, *, from_pos: RoomPosition | None,
@@ -119,7 +143,11 @@ class MessagesService:
                            event_filter: RoomEventFilter | None, device_id: str | None = None) -> dict:
         """message_pagination.yaml: ``chunk``, ``start``, ``end`` (absent when nothing further can
         be read) and, with ``lazy_load_members``, ``state`` (the senders' member events)."""
-        access = await self._access(user_id, room_id)
+        # Independent reads, overlapped: may the user read the room, and whom they ignore.
+        access, ignored = await defer.gatherResults(
+            [defer.ensureDeferred(self._access(user_id, room_id)),
+             defer.ensureDeferred(self.relations.ignored_users(user_id))],
+            consumeErrors=True).addErrback(lambda f: f.value.subFailure.raiseException())
         departure = await self._departure(access)
         start = await self._topological(room_id, from_pos)
         to = await self._topological(room_id, to_pos)
@@ -136,19 +164,28 @@ class MessagesService:
             return result
         if event_filter is not None and not event_filter.room_allowed(room_id):
             return result
-        ignored = await self.relations.ignored_users(user_id)
+        backfilling = backwards and self.remote_backfill is not None and start.depth is not None
         page = await self.scan(user_id, room_id, start, to, backwards=backwards, limit=limit,
-                               event_filter=event_filter, ignored_users=ignored)
-        if backwards and self.remote_backfill is not None and start.depth is not None:
+                               event_filter=event_filter, ignored_users=ignored, prefetch=True,
+                               device_id=device_id, gap_check=backfilling)
+        if backfilling:
             # Paging back into a gap (a late joiner reaching its join): fetch the older history
             # from other servers and read the page again; while more may follow, keep ``end``.
+            # The page's read already looked for gaps over the same depths when it covered them:
+            # with none there, asking (which would find none either) is skipped.
             lowest = page.rows[-1].depth if page.rows and not page.exhausted else None
-            if await self.remote_backfill(room_id, lowest, start.depth):
+            known_clear = (page.first is not None and page.first.gap_checked and not page.first.has_gap
+                           and page.first.gap_min_depth == lowest)
+            if not known_clear and await self.remote_backfill(room_id, lowest, start.depth):
                 page = await self.scan(user_id, room_id, start, to, backwards=backwards, limit=limit,
-                                       event_filter=event_filter, ignored_users=ignored)
+                                       event_filter=event_filter, ignored_users=ignored, device_id=device_id)
                 page.exhausted = False
+        extra = {}
+        if page.first is not None and page.first_covers:
+            extra = {"redaction_ids": page.first.redaction_ids, "txn_ids": page.first.txn_ids,
+                     "aggregation_rows": page.first.aggregations}
         result["chunk"] = await self.relations.serialize_events(page.events, user_id, device_id=device_id,
-                                                                ignored_users=ignored)
+                                                                ignored_users=ignored, **extra)
         if not page.exhausted:
             result["end"] = str(page.next_pos)
         if event_filter is not None and event_filter.lazy_load_members and page.events:

@@ -28,7 +28,7 @@ from homeserver.protocol.events import Event
 from homeserver.rooms.serialize import EventSerializer
 from homeserver.rooms.visibility import VisibilityService
 from homeserver.storage.events_store import EventsStore
-from homeserver.storage.relations_store import MAX_RECURSION_DEPTH, RelationsStore
+from homeserver.storage.relations_store import MAX_RECURSION_DEPTH, AggregationRows, RelationsStore
 from homeserver.sync.tokens import RoomPosition
 
 from .relation_rules import edit_order_key, latest_valid_edit, parse_relation
@@ -59,10 +59,13 @@ class RelationsService:
                                   events: Mapping[str, Event] | None = None,
                                   ignored_users: Iterable[str] | None = None,
                                   redacted: Iterable[str] = (), device_id: str | None = None,
+                                  aggregation_rows: AggregationRows | None = None,
                                   _nested: bool = False) -> dict[str, dict]:
         """``{event_id: unsigned["m.relations"] value}`` for the events among ``event_ids`` that
         have aggregations (see the module docstring). ``events`` may hold the already loaded
-        parents; ``redacted``: parents known to be served redacted (their edits are not bundled)."""
+        parents; ``redacted``: parents known to be served redacted (their edits are not bundled);
+        ``aggregation_rows``: RelationsStore.get_aggregation_rows of (a superset of) these parents
+        for this user and ``ignored_users``, when already read."""
         ids = list(dict.fromkeys(event_ids))
         if not ids:
             return {}
@@ -74,7 +77,10 @@ class RelationsService:
         if not ids:
             return {}
         ignored = set(ignored_users) if ignored_users is not None else await self.ignored_users(user_id)
-        rows = await self.store.get_aggregation_rows({e: parents[e].room_id for e in ids}, user_id, ignored)
+        if aggregation_rows is not None:
+            rows = aggregation_rows.restricted_to(ids)
+        else:
+            rows = await self.store.get_aggregation_rows({e: parents[e].room_id for e in ids}, user_id, ignored)
         if not (rows.threads or rows.edits or rows.references):
             return {}
 
@@ -127,15 +133,17 @@ class RelationsService:
         return out
 
     async def serialize_events(self, events: Sequence[Event], user_id: str, *, device_id: str | None = None,
-                               ignored_users: Iterable[str] | None = None, **kwargs) -> list[dict]:
+                               ignored_users: Iterable[str] | None = None,
+                               aggregation_rows: AggregationRows | None = None, **kwargs) -> list[dict]:
         """Serialize through the one serializer (homeserver/rooms/serialize.py) and add the bundled
-        aggregations under ``unsigned["m.relations"]``."""
+        aggregations under ``unsigned["m.relations"]`` (``aggregation_rows``: as
+        :meth:`bundle_aggregations` takes them; other keywords go to the serializer)."""
         out = await self.serializer.serialize_events(events, user_id=user_id, device_id=device_id, **kwargs)
         redacted = {d["event_id"] for d in out if "redacted_because" in d.get("unsigned", {})}
         bundles = await self.bundle_aggregations([e.event_id for e in events], user_id,
                                                  events={e.event_id: e for e in events},
                                                  ignored_users=ignored_users, redacted=redacted,
-                                                 device_id=device_id)
+                                                 device_id=device_id, aggregation_rows=aggregation_rows)
         for d in out:
             bundle = bundles.get(d["event_id"])
             if bundle is not None:

@@ -150,17 +150,25 @@ class EventSerializer:
     async def serialize_events(self, events: Sequence[Event], *, user_id: str | None = None,
                                device_id: str | None = None, include_room_id: bool = True,
                                with_prev_content: bool = True,
-                               memberships: Mapping[str, str] | None = None) -> list[dict]:
+                               memberships: Mapping[str, str] | None = None,
+                               redaction_ids: Mapping[str, list[str]] | None = None,
+                               txn_ids: Mapping[str, str] | None = None) -> list[dict]:
         """Serialize ``events`` (order kept) for the client ``user_id``/``device_id``:
         redactions applied, ``transaction_id`` for the events that device sent, ``prev_content``
         and ``replaces_state`` for state events (``with_prev_content``), ``membership`` from
-        ``memberships`` (event ID → the user's membership at it) when given."""
+        ``memberships`` (event ID → the user's membership at it) when given.
+
+        ``redaction_ids`` / ``txn_ids``: what RoomExtrasStore.get_redaction_ids / get_txn_ids
+        answer for (a superset of) these events and this device, when the caller already read
+        it (/messages reads them with the page, homeserver/storage/history_store.py)."""
         now = self.hs.clock_ms()
-        redactions = await self.applicable_redactions(events)
+        redactions = await self.applicable_redactions(events, redaction_ids=redaction_ids)
         txns: dict[str, str] = {}
         if user_id is not None:
             own = [e.event_id for e in events if e.sender == user_id]
-            if own:
+            if own and txn_ids is not None:
+                txns = {e: txn_ids[e] for e in own if e in txn_ids}
+            elif own:
                 txns = await self.extras.get_txn_ids(own, user_id, device_id or "")
         prev: dict[str, tuple[str, dict]] = {}
         if with_prev_content:
@@ -180,10 +188,15 @@ class EventSerializer:
     async def serialize_one(self, event: Event, **kwargs) -> dict:
         return (await self.serialize_events([event], **kwargs))[0]
 
-    async def applicable_redactions(self, events: Iterable[Event]) -> dict[str, Event]:
-        """``{event_id: the redaction event}`` for events a stored redaction applies to."""
+    async def applicable_redactions(self, events: Iterable[Event], *,
+                                    redaction_ids: Mapping[str, list[str]] | None = None) -> dict[str, Event]:
+        """``{event_id: the redaction event}`` for events a stored redaction applies to
+        (``redaction_ids``: the stored redactions of a superset of them, when already read)."""
         events = list(events)
-        by_target = await self.extras.get_redaction_ids(e.event_id for e in events)
+        if redaction_ids is not None:
+            by_target = {e.event_id: redaction_ids[e.event_id] for e in events if e.event_id in redaction_ids}
+        else:
+            by_target = await self.extras.get_redaction_ids(e.event_id for e in events)
         if not by_target:
             return {}
         redaction_events = await self.events.get_events(r for rs in by_target.values() for r in rs)

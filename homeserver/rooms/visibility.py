@@ -14,7 +14,7 @@ room; everyone else is refused. Unknown rooms are 404 M_NOT_FOUND.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from homeserver.accounts.erasure import ErasureService
 from homeserver.http.errors import forbidden, not_found
@@ -49,9 +49,13 @@ class VisibilityService:
         self.erasures = hs.get(ErasureService)
 
     async def filter_events_for_user(self, user_id: str, events: Sequence[Event], *,
-                                     ignored_users: Iterable[str] = ()) -> list[Event]:
+                                     ignored_users: Iterable[str] = (),
+                                     member_streams: Mapping[str, list[tuple[int, str]]] | None = None
+                                     ) -> list[Event]:
         """The events (same order) ``user_id`` may see under the history visibility rules, each
-        judged by the state before it. Outliers (no known state) are not shown."""
+        judged by the state before it. Outliers (no known state) are not shown.
+        ``member_streams``: room ID -> RoomExtrasStore.get_member_event_streams for the user,
+        for the rooms the caller already read it for."""
         if not events:
             return []
         metas = await self.store.get_event_metas(e.event_id for e in events)
@@ -76,7 +80,7 @@ class VisibilityService:
             m = group_maps[meta.state_group_before]
             small = {k: loaded[m[k]] for k in (hv_key, member_key) if k in m and m[k] in loaded}
             pairs.append((e, small))
-        join_streams = await self._join_streams({e.room_id for e in events}, user_id)
+        join_streams = await self._join_streams({e.room_id for e in events}, user_id, member_streams or {})
 
         def joined_later(event: Event) -> bool:
             meta = metas.get(event.event_id)
@@ -89,10 +93,13 @@ class VisibilityService:
         return rules.filter_events_for_user(user_id, pairs, joined_later=joined_later,
                                             ignored_users=ignored_users, erased_senders=erased)
 
-    async def _join_streams(self, room_ids: Iterable[str], user_id: str) -> dict[str, list[int]]:
+    async def _join_streams(self, room_ids: Iterable[str], user_id: str,
+                            known: Mapping[str, list[tuple[int, str]]]) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
         for room_id in room_ids:
-            rows = await self.extras.get_member_event_streams(room_id, user_id)
+            rows = known.get(room_id)
+            if rows is None:
+                rows = await self.extras.get_member_event_streams(room_id, user_id)
             evs = await self.store.get_events([eid for _, eid in rows])
             out[room_id] = [s for s, eid in rows if eid in evs and evs[eid].membership == "join"]
         return out

@@ -5,14 +5,21 @@ IS NOT NULL``: outliers, rejected and soft-failed events are not history), serve
 ``events_room_topological`` (schema 0016). Positions are :class:`RoomPosition` points between events
 (homeserver/sync/tokens.py). Only IDs and positions are read here; events are then fetched in one
 batch through the events store's cache.
+
+:meth:`HistoryStore.read_page` reads, in one transaction (one worker-thread hop), a page's rows and
+everything serving them needs from the database: the reader's transaction IDs, the redactions
+pointing at the rows, the rows' aggregation rows, the reader's member events in the room
+(visibility's "joined later") and whether the page's depth range cites a gap (backfill).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from homeserver.sync.tokens import RoomPosition
 
 from .database import Txn
+from .relations_store import AggregationRows, RelationsStore
+from .room_extras_store import RoomExtrasStore
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,22 @@ class TimelineRow:
         return RoomPosition.before_event(self.depth, self.stream_ordering)
 
 
+@dataclass
+class PageRead:
+    """What :meth:`HistoryStore.read_page` read for one page (see the module docstring)."""
+
+    rows: list[TimelineRow]
+    txn_ids: dict[str, str] = field(default_factory=dict)  # event ID -> stored txn key of the reader's device
+    redaction_ids: dict[str, list[str]] = field(default_factory=dict)  # as RoomExtrasStore.get_redaction_ids
+    aggregations: AggregationRows = field(default_factory=AggregationRows)  # of every row
+    member_streams: list[tuple[int, str]] = field(default_factory=list)  # the reader's member events
+    #: Backwards pages with ``gap_check``: the ``min_depth`` the gap query used (None: no lower
+    #: bound, the page reached the room's start) and whether it found a gap. ``checked`` False: not asked.
+    gap_checked: bool = False
+    gap_min_depth: int | None = None
+    has_gap: bool = False
+
+
 class HistoryStore:
     def __init__(self, hs):
         self.hs = hs
@@ -43,6 +66,12 @@ class HistoryStore:
         ``> from_pos`` and ``<= to_pos``, oldest first. Positions must carry a depth."""
         if limit <= 0:
             return []
+        return await self.db.run("history_paginate", self._paginate_txn, room_id, from_pos, to_pos, backwards,
+                                 limit, readonly=True)
+
+    @staticmethod
+    def _paginate_sql(room_id: str, from_pos: RoomPosition, to_pos: RoomPosition | None, backwards: bool,
+                      limit: int) -> tuple[str, list]:
         assert from_pos.depth is not None and (to_pos is None or to_pos.depth is not None)
         sql = ["SELECT event_id, depth, stream_ordering FROM events WHERE room_id = ?"
                " AND stream_ordering IS NOT NULL"]
@@ -62,12 +91,65 @@ class HistoryStore:
                 args += [to_pos.depth, to_pos.stream]
             sql.append(" ORDER BY depth ASC, stream_ordering ASC LIMIT ?")
         args.append(limit)
-        query = "".join(sql)
+        return "".join(sql), args
 
-        def txn_fn(txn: Txn):
-            txn.execute(query, args)
-            return [TimelineRow(*r) for r in txn.fetchall()]
-        return await self.db.run("history_paginate", txn_fn, readonly=True)
+    @classmethod
+    def _paginate_txn(cls, txn: Txn, room_id: str, from_pos: RoomPosition, to_pos: RoomPosition | None,
+                      backwards: bool, limit: int) -> list[TimelineRow]:
+        sql, args = cls._paginate_sql(room_id, from_pos, to_pos, backwards, limit)
+        txn.execute(sql, args)
+        return [TimelineRow(*r) for r in txn.fetchall()]
+
+    async def read_page(self, room_id: str, from_pos: RoomPosition, to_pos: RoomPosition | None, *,
+                        backwards: bool, limit: int, user_id: str, device_id: str | None,
+                        ignored_users: set[str], gap_check: bool) -> PageRead:
+        """:meth:`paginate` plus, for the rows read and in the same transaction, what serving
+        them to ``user_id`` needs (:class:`PageRead`). ``gap_check`` (backwards only, ``from_pos``
+        the page's start): also run :meth:`backward_extremities` for the depths the page covers
+        when its rows are all shown (down to the last row's depth, or unbounded when the room's
+        start is reached), so a caller skips asking other servers when there is no gap."""
+        order = "DESC" if backwards else "ASC"
+        page_sql, page_args = self._paginate_sql(room_id, from_pos, to_pos, backwards, limit)
+        # One statement: the rows, each with the transaction IDs stored for it (joined on the event
+        # ID alone, so that index serves it with or without planner statistics; the reader's
+        # device is picked out below) and whether anything redacts it or relates to it (only
+        # those rows are then looked up further).
+        sql = ("SELECT p.event_id, p.depth, p.stream_ordering, t.user_id, t.device_id, t.txn_id,"
+               " EXISTS (SELECT 1 FROM redactions r WHERE r.redacts = p.event_id),"
+               " EXISTS (SELECT 1 FROM event_relations c WHERE c.relates_to_id = p.event_id)"
+               f" FROM ({page_sql}) p LEFT JOIN event_txn_ids t ON t.event_id = p.event_id"
+               f" ORDER BY p.depth {order}, p.stream_ordering {order}")
+        args = page_args
+        device = device_id or ""
+
+        def txn_fn(txn: Txn) -> PageRead:
+            rows, redacted, related = [], [], []
+            txn_ids: dict[str, str] = {}
+            if limit > 0:
+                txn.execute(sql, args)
+                for event_id, depth, stream, t_user, t_device, txn_id, has_redaction, has_children in txn.fetchall():
+                    if txn_id is not None and t_user == user_id and t_device == device:
+                        txn_ids[event_id] = txn_id
+                    if rows and rows[-1].event_id == event_id:
+                        continue  # another transaction ID row of the same event
+                    rows.append(TimelineRow(event_id, depth, stream))
+                    if has_redaction:
+                        redacted.append(event_id)
+                    if has_children:
+                        related.append(event_id)
+            out = PageRead(rows, txn_ids=txn_ids)
+            if redacted:
+                out.redaction_ids = RoomExtrasStore.redaction_ids_txn(txn, redacted)
+            if related:
+                out.aggregations = RelationsStore.aggregation_rows_txn(
+                    txn, {i: room_id for i in related}, user_id, sorted(ignored_users))
+            out.member_streams = RoomExtrasStore.member_event_streams_txn(txn, room_id, user_id)
+            if gap_check and backwards and from_pos.depth is not None:
+                out.gap_checked = True
+                out.gap_min_depth = rows[-1].depth if len(rows) == limit else None
+                out.has_gap = bool(self._backward_extremities_txn(txn, room_id, out.gap_min_depth, from_pos.depth, 1))
+            return out
+        return await self.db.run("history_read_page", txn_fn, readonly=True)
 
     async def end_position(self, room_id: str) -> RoomPosition:
         """The point after the room's last timeline event (``t0_0`` for a room without one)."""
@@ -95,6 +177,12 @@ class HistoryStore:
         outliers, cited by timeline events with ``min_depth <= depth <= max_depth``, deepest
         first, each missing event once. A late joiner's join event cites such events; /backfill
         fetches them."""
+        return await self.db.run("history_backward_extremities", self._backward_extremities_txn, room_id,
+                                 min_depth, max_depth, limit, readonly=True)
+
+    @staticmethod
+    def _backward_extremities_txn(txn: Txn, room_id: str, min_depth: int | None, max_depth: int,
+                                  limit: int) -> list[tuple[str, str, int]]:
         sql = ("SELECT edge.prev_event_id, e.event_id, e.depth FROM events e"
                " JOIN event_edges edge ON edge.event_id = e.event_id"
                " LEFT JOIN events p ON p.event_id = edge.prev_event_id"
@@ -106,11 +194,8 @@ class HistoryStore:
             args.append(min_depth)
         sql += " ORDER BY e.depth DESC, e.stream_ordering DESC LIMIT ?"
         args.append(limit)
-
-        def txn_fn(txn: Txn):
-            txn.execute(sql, args)
-            out: dict[str, tuple[str, str, int]] = {}
-            for missing, citing, depth in txn.fetchall():
-                out.setdefault(missing, (missing, citing, depth))
-            return list(out.values())
-        return await self.db.run("history_backward_extremities", txn_fn, readonly=True)
+        txn.execute(sql, args)
+        out: dict[str, tuple[str, str, int]] = {}
+        for missing, citing, depth in txn.fetchall():
+            out.setdefault(missing, (missing, citing, depth))
+        return list(out.values())

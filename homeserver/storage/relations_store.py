@@ -65,6 +65,13 @@ class AggregationRows:
     # parent -> referencing event IDs in timeline order
     references: dict[str, list[str]] = field(default_factory=dict)
 
+    def restricted_to(self, parents: Iterable[str]) -> "AggregationRows":
+        """The rows of only these parents (rows read for a superset of them)."""
+        keep = set(parents)
+        return AggregationRows({p: v for p, v in self.threads.items() if p in keep},
+                               {p: v for p, v in self.edits.items() if p in keep},
+                               {p: v for p, v in self.references.items() if p in keep})
+
 
 class RelationsStore:
     def __init__(self, hs):
@@ -165,43 +172,48 @@ class RelationsStore:
         (count, latest child by (depth, stream), whether ``user_id`` sent a child), candidate edits
         and references. Only children in the parent's room count; children sent by
         ``ignored_users`` are left out (client-server-api "Aggregations of child events")."""
+        if not parents:
+            return AggregationRows()
+        return await self.db.run("get_aggregation_rows", self.aggregation_rows_txn, dict(parents), user_id,
+                                 sorted(set(ignored_users)), readonly=True)
+
+    @staticmethod
+    def aggregation_rows_txn(txn: Txn, parents: Mapping[str, str], user_id: str | None,
+                             ignored: list[str]) -> AggregationRows:
+        """:meth:`get_aggregation_rows` inside a caller's transaction (``ignored`` sorted)."""
         ids = list(parents)
-        ignored = sorted(set(ignored_users))
         out = AggregationRows()
         if not ids:
             return out
         not_ignored = f" AND sender NOT IN ({_marks(len(ignored))})" if ignored else ""
-
-        def txn_fn(txn: Txn):
-            for chunk in _chunks(ids):
-                marks = _marks(len(chunk))
-                txn.execute(
-                    "SELECT relates_to_id, rel_type, event_id, sender, type, origin_server_ts, room_id"
-                    f" FROM event_relations WHERE relates_to_id IN ({marks}) AND rel_type IN (?, ?){not_ignored}"
-                    " ORDER BY depth, stream_ordering", [*chunk, REPLACE, REFERENCE, *ignored])
-                for parent, rel_type, eid, sender, etype, ts, room_id in txn.fetchall():
-                    if room_id != parents[parent]:
-                        continue
-                    if rel_type == REPLACE:
-                        out.edits.setdefault(parent, []).append((eid, sender, etype, ts))
-                    else:
-                        out.references.setdefault(parent, []).append(eid)
-                txn.execute(
-                    "SELECT relates_to_id, room_id, COUNT(*), SUM(CASE WHEN sender = ? THEN 1 ELSE 0 END)"
-                    f" FROM event_relations WHERE relates_to_id IN ({marks}) AND rel_type = ?{not_ignored}"
-                    " GROUP BY relates_to_id, room_id", [user_id or "", *chunk, THREAD, *ignored])
-                counts = txn.fetchall()
-                for parent, room_id, count, own in counts:
-                    if room_id != parents[parent]:
-                        continue
-                    latest = txn.scalar(
-                        "SELECT event_id FROM event_relations WHERE relates_to_id = ? AND rel_type = ?"
-                        f" AND room_id = ?{not_ignored} ORDER BY depth DESC, stream_ordering DESC LIMIT 1",
-                        [parent, THREAD, room_id, *ignored])
-                    if latest is not None:
-                        out.threads[parent] = ThreadSummary(int(count), latest, bool(own))
-            return out
-        return await self.db.run("get_aggregation_rows", txn_fn, readonly=True)
+        for chunk in _chunks(ids):
+            marks = _marks(len(chunk))
+            txn.execute(
+                "SELECT relates_to_id, rel_type, event_id, sender, type, origin_server_ts, room_id"
+                f" FROM event_relations WHERE relates_to_id IN ({marks}) AND rel_type IN (?, ?){not_ignored}"
+                " ORDER BY depth, stream_ordering", [*chunk, REPLACE, REFERENCE, *ignored])
+            for parent, rel_type, eid, sender, etype, ts, room_id in txn.fetchall():
+                if room_id != parents[parent]:
+                    continue
+                if rel_type == REPLACE:
+                    out.edits.setdefault(parent, []).append((eid, sender, etype, ts))
+                else:
+                    out.references.setdefault(parent, []).append(eid)
+            txn.execute(
+                "SELECT relates_to_id, room_id, COUNT(*), SUM(CASE WHEN sender = ? THEN 1 ELSE 0 END)"
+                f" FROM event_relations WHERE relates_to_id IN ({marks}) AND rel_type = ?{not_ignored}"
+                " GROUP BY relates_to_id, room_id", [user_id or "", *chunk, THREAD, *ignored])
+            counts = txn.fetchall()
+            for parent, room_id, count, own in counts:
+                if room_id != parents[parent]:
+                    continue
+                latest = txn.scalar(
+                    "SELECT event_id FROM event_relations WHERE relates_to_id = ? AND rel_type = ?"
+                    f" AND room_id = ?{not_ignored} ORDER BY depth DESC, stream_ordering DESC LIMIT 1",
+                    [parent, THREAD, room_id, *ignored])
+                if latest is not None:
+                    out.threads[parent] = ThreadSummary(int(count), latest, bool(own))
+        return out
 
     async def get_threads(self, room_id: str, *, participant: str | None = None,
                           before_stream: int | None = None, limit: int = 50) -> list[tuple[str, int]]:

@@ -32,18 +32,20 @@ class RoomExtrasStore:
         ids = list(dict.fromkeys(event_ids))
         if not ids:
             return {}
+        return await self.db.run("get_redaction_ids", self.redaction_ids_txn, ids, readonly=True)
 
-        def txn_fn(txn: Txn):
-            out: dict[str, list[str]] = {}
-            for chunk in _chunks(ids):
-                txn.execute(
-                    "SELECT r.redacts, r.event_id FROM redactions r JOIN events e ON e.event_id = r.event_id"
-                    f" WHERE r.redacts IN ({_marks(len(chunk))}) AND e.rejected_reason IS NULL"
-                    " AND e.outlier = ? ORDER BY e.event_nid", list(chunk) + [False])
-                for redacts, eid in txn.fetchall():
-                    out.setdefault(redacts, []).append(eid)
-            return out
-        return await self.db.run("get_redaction_ids", txn_fn, readonly=True)
+    @staticmethod
+    def redaction_ids_txn(txn: Txn, ids: list[str]) -> dict[str, list[str]]:
+        """:meth:`get_redaction_ids` inside a caller's transaction."""
+        out: dict[str, list[str]] = {}
+        for chunk in _chunks(ids):
+            txn.execute(
+                "SELECT r.redacts, r.event_id FROM redactions r JOIN events e ON e.event_id = r.event_id"
+                f" WHERE r.redacts IN ({_marks(len(chunk))}) AND e.rejected_reason IS NULL"
+                " AND e.outlier = ? ORDER BY e.event_nid", list(chunk) + [False])
+            for redacts, eid in txn.fetchall():
+                out.setdefault(redacts, []).append(eid)
+        return out
 
     # --- transaction IDs ------------------------------------------------------------------------
     async def get_txn_ids(self, event_ids: Iterable[str], user_id: str, device_id: str) -> dict[str, str]:
@@ -51,16 +53,18 @@ class RoomExtrasStore:
         ids = list(dict.fromkeys(event_ids))
         if not ids:
             return {}
+        return await self.db.run("get_txn_ids", self.txn_ids_txn, ids, user_id, device_id, readonly=True)
 
-        def txn_fn(txn: Txn):
-            out = {}
-            for chunk in _chunks(ids):
-                txn.execute(
-                    f"SELECT event_id, txn_id FROM event_txn_ids WHERE event_id IN ({_marks(len(chunk))})"
-                    " AND user_id = ? AND device_id = ?", list(chunk) + [user_id, device_id])
-                out.update({e: t for e, t in txn.fetchall()})
-            return out
-        return await self.db.run("get_txn_ids", txn_fn, readonly=True)
+    @staticmethod
+    def txn_ids_txn(txn: Txn, ids: list[str], user_id: str, device_id: str) -> dict[str, str]:
+        """:meth:`get_txn_ids` inside a caller's transaction."""
+        out = {}
+        for chunk in _chunks(ids):
+            txn.execute(
+                f"SELECT event_id, txn_id FROM event_txn_ids WHERE event_id IN ({_marks(len(chunk))})"
+                " AND user_id = ? AND device_id = ?", list(chunk) + [user_id, device_id])
+            out.update({e: t for e, t in txn.fetchall()})
+        return out
 
     # --- forgotten rooms ------------------------------------------------------------------------
     async def forget_room(self, user_id: str, room_id: str, membership_event_id: str) -> None:
@@ -146,9 +150,14 @@ class RoomExtrasStore:
     async def get_member_event_streams(self, room_id: str, user_id: str) -> list[tuple[int, str]]:
         """``(stream_ordering, event_id)`` of every timeline ``m.room.member`` event about the user in
         the room, oldest first (for "joined at some point after the event")."""
-        def txn_fn(txn: Txn):
-            txn.execute("SELECT stream_ordering, event_id FROM events WHERE room_id = ? AND type = 'm.room.member'"
-                        " AND state_key = ? AND stream_ordering IS NOT NULL ORDER BY stream_ordering",
-                        (room_id, user_id))
-            return [(r[0], r[1]) for r in txn.fetchall()]
-        return await self.db.run("get_member_event_streams", txn_fn, readonly=True)
+        return await self.db.run("get_member_event_streams", self.member_event_streams_txn, room_id, user_id,
+                                 readonly=True)
+
+    @staticmethod
+    def member_event_streams_txn(txn: Txn, room_id: str, user_id: str) -> list[tuple[int, str]]:
+        """:meth:`get_member_event_streams` inside a caller's transaction (index
+        ``events_room_members``, schema 0019)."""
+        txn.execute("SELECT stream_ordering, event_id FROM events WHERE room_id = ? AND type = 'm.room.member'"
+                    " AND state_key = ? AND stream_ordering IS NOT NULL ORDER BY stream_ordering",
+                    (room_id, user_id))
+        return [(r[0], r[1]) for r in txn.fetchall()]
