@@ -102,3 +102,39 @@ async def test_sqlite_wal_is_checkpointed_in_the_background_not_by_commits(tmp_p
             == database_module.CHECKPOINT_EVERY_COMMITS + 5
     finally:
         db.close()
+
+
+def test_sqlite_compact_tables_migration_keeps_every_row(tmp_path, monkeypatch):
+    """0018/0047 rebuild tables (INTEGER PRIMARY KEY, WITHOUT ROWID) on a database that already
+    has rows: every row survives, and the rebuilt tables have no extra rowid b-tree."""
+    from homeserver.storage import migrations
+    db = Database(create_engine("sqlite", path=str(tmp_path / "old.db")))
+    everything = migrations.available_migrations("sqlite")
+    monkeypatch.setattr(migrations, "available_migrations",
+                        lambda engine: [m for m in everything if m[0] not in (18, 47)])
+    prepare_database(db)
+
+    def fill(txn):
+        txn.execute("INSERT INTO events (event_nid, event_id, stream_ordering, room_id, room_version, type,"
+                    " state_key, sender, depth, origin_server_ts, received_ts, outlier, rejected_reason,"
+                    " soft_failed, state_group_before, state_group, json)"
+                    " VALUES (7, '$e', 3, '!r', '12', 'm.room.message', NULL, '@a:x', 2, 5, 6, ?, NULL, ?, 1, 1, '{}')",
+                    (False, False))
+        txn.execute("INSERT INTO event_edges VALUES ('$e', '$p')")
+        txn.execute("INSERT INTO room_memberships VALUES ('!r', '@a:x', 'join', '$m', '@a:x', 2)")
+        txn.execute("INSERT INTO notification_counts VALUES ('@a:x', '!r', 'main', 4, 1)")
+    db.run_sync("fill", fill)
+    monkeypatch.setattr(migrations, "available_migrations", lambda engine: everything)
+    assert prepare_database(db) == [18, 47]
+
+    def check(txn):
+        assert txn.execute("SELECT event_nid, event_id, stream_ordering, json FROM events").fetchall() \
+            == [(7, "$e", 3, "{}")]
+        assert txn.execute("SELECT * FROM event_edges").fetchall() == [("$e", "$p")]
+        assert txn.execute("SELECT membership FROM room_memberships").fetchall() == [("join",)]
+        assert txn.execute("SELECT notif_count FROM notification_counts").fetchall() == [(4,)]
+        events_indexes = {r[1] for r in txn.execute("PRAGMA index_list(events)").fetchall()}
+        assert "events_room_depth" not in events_indexes and len(events_indexes) == 5
+        assert txn.execute("PRAGMA index_list(event_edges)").fetchall()[0][1] == "event_edges_prev"
+        assert "WITHOUT ROWID" in txn.scalar("SELECT sql FROM sqlite_master WHERE name = 'event_edges'")
+    db.run_sync("check", check)
