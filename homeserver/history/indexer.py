@@ -2,7 +2,8 @@
 
 Registered once as a persist hook of the event pipeline (``RoomEventService.persist_hooks``): for
 each event entering the timeline it returns the writes to run inside the event's own persist
-transaction, so an index never misses or outlives an event:
+transaction (relations), or to queue once that transaction has committed (search: written in
+batches by homeserver/storage/search_store.py, which re-reads what a crash left out at start-up):
 
 * an event whose content has ``m.relates_to`` with a ``rel_type`` → a row in ``event_relations``
   (and the thread's latest event for ``m.thread``);
@@ -42,7 +43,10 @@ class HistoryIndexer:
     def __init__(self, hs):
         self.hs = hs
         self.events = hs.get(EventsStore)
+        self.search = hs.get(SearchStore)
+        self.search.complete_to = self.events.stream_ids.current_token
         hs.get(RoomEventService).persist_hooks.append(self.persist_hook)
+        hs.on_start(self.catch_up_search)
 
     async def persist_hook(self, event: Event, state_after: Mapping[tuple[str, str], str]
                            ) -> Callable | None:
@@ -56,15 +60,15 @@ class HistoryIndexer:
                 _int(event.depth), item.stream_ordering, _int(event.origin_server_ts))))
         text = searchable_text(event.type, content)
         if text is not None:
-            writes.append(lambda txn, item: SearchStore.add_txn(txn, SearchRow(
+            writes.append(lambda txn, item: txn.call_after_commit(self.search.queue, [SearchRow(
                 item.event_nid, event.event_id, event.room_id, event.sender, text[0], text[1],
-                item.stream_ordering, _int(event.origin_server_ts))))
+                item.stream_ordering, _int(event.origin_server_ts))]))
         if event.type == "m.room.redaction" and isinstance(event.redacts, str):
             target = await self.events.get_event(event.redacts, allow_rejected=True)
             if target is not None and await self._applies(event, target, state_after):
                 target_id = target.event_id
                 writes.append(lambda txn, item: (RelationsStore.remove_relation_txn(txn, target_id),
-                                                 SearchStore.remove_txn(txn, target_id)))
+                                                 txn.call_after_commit(self.search.queue, [target_id])))
         if not writes:
             return None
 
@@ -74,6 +78,37 @@ class HistoryIndexer:
             for w in writes:
                 w(txn, item)
         return write_all
+
+    async def catch_up_search(self) -> None:
+        """Queue the search rows of the events past the index's recorded position (what a crash
+        left in memory), and write them before the server serves."""
+        position = await self.search.indexed_to()
+        if position is None:  # the index was written with the events until now: it is complete
+            await self.search.record_indexed_to(self.events.stream_ids.current_token())
+            return
+        pending = await self.search.timeline_events_after(position)
+        for start in range(0, len(pending), 500):
+            chunk = pending[start:start + 500]
+            loaded = await self.events.get_events([event_id for _, event_id, _ in chunk])
+            changes: list = []
+            for event_nid, event_id, stream_ordering in chunk:
+                event = loaded.get(event_id)
+                if event is None:
+                    continue
+                text = searchable_text(event.type, event.content)
+                if text is not None:
+                    changes.append(SearchRow(event_nid, event_id, event.room_id, event.sender, text[0], text[1],
+                                             stream_ordering, _int(event.origin_server_ts)))
+                if event.type == "m.room.redaction" and isinstance(event.redacts, str):
+                    # Without the power levels of the time: only the redactions that apply
+                    # whoever sent them. Search results are filtered by redaction when served.
+                    target = await self.events.get_event(event.redacts, allow_rejected=True)
+                    if target is not None and redaction_applies(event, target):
+                        changes.append(target.event_id)
+            self.search.queue(changes)
+        await self.search.flush()
+        if pending:
+            logger.info("search index: caught up %d events after position %d", len(pending), position)
 
     async def _applies(self, redaction: Event, target: Event, state: Mapping[tuple[str, str], str]) -> bool:
         if redaction_applies(redaction, target):

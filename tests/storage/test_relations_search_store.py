@@ -212,3 +212,27 @@ async def test_history_pages_in_depth_stream_order_with_exclusive_tokens(hs):
     stream_only = await store.topological_position(room, page[0].stream_ordering)
     assert stream_only == page[0].after
     assert await store.end_position("!nope:test.local") == RoomPosition(0, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_search_rows_still_in_memory_at_a_crash_are_indexed_at_the_next_start(database, tmp_path):
+    first = make_hs(database, tmp_path)
+    await first.get(HistoryIndexer).catch_up_search()  # start-up: records the position
+    room = await new_room(first)
+    kept = await send(first, room, text("durable walnut"))
+    gone = await send(first, room, text("redacted walnut"))
+    await send(first, room, {"redacts": gone.event_id}, event_type="m.room.redaction")
+    await first.get(SearchStore).flush()
+    # The crash: three more events commit, their search rows never leave memory.
+    store = first.get(SearchStore)
+    store._start_write = lambda: None
+    late = await send(first, room, text("late walnut"))
+    late_gone = await send(first, room, text("late redacted walnut"))
+    await send(first, room, {"redacts": late_gone.event_id}, event_type="m.room.redaction")
+    if store._flush_call is not None and store._flush_call.active():
+        store._flush_call.cancel()
+
+    second = make_hs(database, tmp_path)
+    await second.get(HistoryIndexer).catch_up_search()
+    hits, count = await second.get(SearchStore).search(["walnut"], [room], order_by="recent")
+    assert [h.event_id for h in hits] == [late.event_id, kept.event_id] and count == 2
