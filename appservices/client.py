@@ -16,9 +16,7 @@ import time
 from typing import Any, Mapping
 from urllib.parse import quote, urlencode
 
-import treq
 from twisted.internet import defer
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from .registration import AppService
@@ -66,9 +64,18 @@ class AppServiceClient:
     def __init__(self, hs):
         self.hs = hs
         self.reactor = hs.reactor
-        self._pool = HTTPConnectionPool(self.reactor, persistent=True)
-        self._pool.maxPersistentPerHost = 4
-        self._agent = Agent(self.reactor, connectTimeout=CONNECT_TIMEOUT_S, pool=self._pool)
+        self._pool = None
+        self._agent = None
+
+    def _get_agent(self):
+        """The agent, built on the first request: twisted.web.client and treq import pyOpenSSL,
+        which a server without application services need not load (issue 9, memory)."""
+        if self._agent is None:
+            from twisted.web.client import Agent, HTTPConnectionPool
+            self._pool = HTTPConnectionPool(self.reactor, persistent=True)
+            self._pool.maxPersistentPerHost = 4
+            self._agent = Agent(self.reactor, connectTimeout=CONNECT_TIMEOUT_S, pool=self._pool)
+        return self._agent
 
     # --- one request ------------------------------------------------------------------------------
     async def request(self, service: AppService, method: str, path: str, *, args: Mapping[str, Any] | None = None,
@@ -96,6 +103,7 @@ class AppServiceClient:
         producer = None
         if body is not None:
             headers.addRawHeader(b"Content-Type", b"application/json")
+            from twisted.web.client import FileBodyProducer
             producer = FileBodyProducer(io.BytesIO(body))
         d = defer.ensureDeferred(self._send(method, url, headers, producer))
         d.addTimeout(timeout_s, self.reactor)
@@ -109,7 +117,8 @@ class AppServiceClient:
             raise AppServiceUnreachable(service.id, _describe(e)) from None
 
     async def _send(self, method: str, url: str, headers: Headers, producer) -> AppServiceResponse:
-        response = await self._agent.request(method.encode("ascii"), url.encode("utf-8"), headers, producer)
+        response = await self._get_agent().request(method.encode("ascii"), url.encode("utf-8"), headers,
+                                                   producer)
         chunks: list[bytes] = []
         size = [0]
 
@@ -119,6 +128,7 @@ class AppServiceClient:
                 raise AppServiceUnreachable("?", "response too large")
             chunks.append(data)
 
+        import treq
         await treq.collect(response, collect)
         return AppServiceResponse(response.code, b"".join(chunks))
 

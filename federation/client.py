@@ -41,10 +41,8 @@ import logging
 from typing import Any, Mapping
 from urllib.parse import quote, urlencode
 
-import treq
 from twisted.internet import defer
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
@@ -173,20 +171,45 @@ class FederationClient:
         self.reactor = hs.reactor
         self.dns = dns or TwistedDnsResolver()
         self.plain_http_destinations = frozenset(config.federation_client_plain_http_destinations)
-        tls = TlsPolicy(config.federation_verify_certificates)
-        self._pool = HTTPConnectionPool(self.reactor, persistent=True)
-        self._pool.maxPersistentPerHost = 5
-        self._pool.cachedConnectionTimeout = 120
-        self._pool.retryAutomatically = False
-        factory = _EndpointFactory(self.reactor, self.dns, config.ip_allowed, tls, allow_http=True)
-        self._agent = Agent.usingEndpointFactory(self.reactor, factory, pool=self._pool)
-        wk_factory = _EndpointFactory(self.reactor, self.dns, config.ip_allowed, tls, allow_http=False)
-        self.well_known = WellKnownResolver(
-            self.reactor, Agent.usingEndpointFactory(self.reactor, wk_factory, pool=self._pool), hs.clock_ms)
+        self._pool = None
+        self._agent = None
+        self._well_known: WellKnownResolver | None = None
+
+    def _get_agent(self):
+        """The agent (and the shared connection pool and well-known resolver), built on the first
+        request: twisted.web.client and treq import pyOpenSSL, which a server that does not
+        federate need not load (issue 9, memory)."""
+        if self._agent is None:
+            from twisted.web.client import Agent, HTTPConnectionPool
+            config = self.hs.config
+            tls = TlsPolicy(config.federation_verify_certificates)
+            self._pool = HTTPConnectionPool(self.reactor, persistent=True)
+            self._pool.maxPersistentPerHost = 5
+            self._pool.cachedConnectionTimeout = 120
+            self._pool.retryAutomatically = False
+            factory = _EndpointFactory(self.reactor, self.dns, config.ip_allowed, tls, allow_http=True)
+            self._agent = Agent.usingEndpointFactory(self.reactor, factory, pool=self._pool)
+            if self._well_known is None:
+                wk_factory = _EndpointFactory(self.reactor, self.dns, config.ip_allowed, tls, allow_http=False)
+                self._well_known = WellKnownResolver(
+                    self.reactor, Agent.usingEndpointFactory(self.reactor, wk_factory, pool=self._pool),
+                    self.hs.clock_ms)
+        return self._agent
+
+    @property
+    def well_known(self) -> WellKnownResolver:
+        if self._well_known is None:
+            self._get_agent()
+        return self._well_known
+
+    @well_known.setter
+    def well_known(self, resolver) -> None:
+        self._well_known = resolver
 
     async def close(self) -> None:
         """Drop pooled connections (tests, shutdown)."""
-        await self._pool.closeCachedConnections()
+        if self._pool is not None:
+            await self._pool.closeCachedConnections()
 
     # --- public API ---
     async def get_json(self, destination: str, path: str, args: Mapping[str, Any] | None = None, *,
@@ -266,8 +289,9 @@ class FederationClient:
         if content is not None:
             data = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             headers.addRawHeader(b"Content-Type", b"application/json")
+            from twisted.web.client import FileBodyProducer
             body_producer = FileBodyProducer(io.BytesIO(data))
-        response = await self._agent.request(method.encode("ascii"), url.encode("ascii"), headers, body_producer)
+        response = await self._get_agent().request(method.encode("ascii"), url.encode("ascii"), headers, body_producer)
         chunks: list[bytes] = []
         size = [0]
 
@@ -277,6 +301,7 @@ class FederationClient:
                 raise FederationError(502, "M_TOO_LARGE", "Response from remote server is too large")
             chunks.append(data)
 
+        import treq
         await treq.collect(response, collect)
         resp_headers = {k.decode("latin-1").lower(): v[-1].decode("latin-1")
                         for k, v in response.headers.getAllRawHeaders()}

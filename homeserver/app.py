@@ -82,7 +82,6 @@ class HomeServer:
                 await result
 
     def listen(self) -> list:
-        from twisted.internet import ssl
         from twisted.internet.error import CannotListenError
         max_json = self.config.max_request_body_size
         max_body = max(self.config.max_upload_size, max_json)
@@ -93,6 +92,7 @@ class HomeServer:
             for addr in listener.bind_addresses:
                 try:
                     if listener.tls:
+                        from twisted.internet import ssl  # pyOpenSSL only with a TLS listener
                         ctx = ssl.DefaultOpenSSLContextFactory(listener.tls_private_key_path,
                                                                listener.tls_certificate_path)
                         port = self.reactor.listenSSL(listener.port, site, ctx, interface=addr)
@@ -140,7 +140,9 @@ def setup_logging(config) -> None:
 
 def run(config) -> None:
     """Start uzel in the foreground (``uzel run``)."""
-    from twisted.internet import defer, reactor
+    from homeserver import lean_reactor
+    reactor = lean_reactor.install()  # before anything imports the reactor: pyOpenSSL only once TLS is used
+    from twisted.internet import defer
 
     setup_logging(config)
     hs = HomeServer(config, reactor)

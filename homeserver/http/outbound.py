@@ -25,8 +25,7 @@ import logging
 import socket
 from typing import Callable, Sequence
 
-from twisted.internet import defer, ssl, threads
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet import defer, threads
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamClientEndpoint
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
@@ -82,6 +81,7 @@ class TlsPolicy:
 
     def creator(self, tls_name: str):
         """The connection creator for a server that must present a certificate for ``tls_name``."""
+        from twisted.internet import ssl  # pyOpenSSL on the first TLS connection (issue 9, memory)
         if self.verify:
             return ssl.optionsForClientTLS(tls_name)
         if self._unverified_options is None:
@@ -93,6 +93,8 @@ class TlsPolicy:
 
 def tcp_endpoint(reactor, address: str, port: int):
     """A TCP endpoint for one IP address (IPv4 or IPv6) with the shared connect timeout."""
+    # Imported here: twisted.internet.endpoints imports pyOpenSSL (issue 9, memory).
+    from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
     cls = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
     return cls(reactor, address, port, timeout=CONNECT_TIMEOUT_S)
 
@@ -111,6 +113,7 @@ async def connect_checked(reactor, host: str, addresses: Sequence[str], port: in
     for address in allowed:
         endpoint = tcp_endpoint(reactor, address, port)
         if tls is not None:
+            from twisted.internet.endpoints import wrapClientTLS
             endpoint = wrapClientTLS(tls.creator(tls_name or host), endpoint)
         try:
             return await endpoint.connect(protocol_factory)

@@ -28,7 +28,7 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 from twisted.internet import defer
 from twisted.internet.protocol import Protocol
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web._newclient import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
@@ -140,6 +140,8 @@ class SafeHttpClient:
         self.max_redirects = max_redirects
         self.timeout_s = timeout_s
         self.user_agent = user_agent
+        # Imported here: twisted.web.client imports pyOpenSSL (issue 9, memory).
+        from twisted.web.client import Agent, HTTPConnectionPool
         pool = HTTPConnectionPool(reactor, persistent=False)
         self._agent = Agent.usingEndpointFactory(reactor, CheckedEndpointFactory(reactor, ip_allowed), pool=pool)
 

@@ -20,13 +20,28 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+if TYPE_CHECKING:
+    from PIL import Image
 
 # Synapse's default max_image_pixels ("32M"); Pillow's own guard is set to the same value so a
 # code path that forgets the explicit check still refuses a bomb (Pillow raises at 2x this).
 DEFAULT_MAX_IMAGE_PIXELS = 32 * 1024 * 1024
-Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
+
+
+_PIL: tuple | None = None
+
+
+def _pil():
+    """Pillow's ``(Image, ImageOps, UnidentifiedImageError)``, imported on the first image handled
+    (about 3 MB a server that never thumbnails need not hold; issue 9, memory)."""
+    global _PIL
+    if _PIL is None:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+        Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
+        _PIL = (Image, ImageOps, UnidentifiedImageError)
+    return _PIL
 
 # Formats Pillow may decode here; everything else is refused without trying other decoders.
 DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP")
@@ -99,6 +114,7 @@ def is_thumbnailable_type(content_type: str | None) -> bool:
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     """Open (header only) and refuse bombs before decoding any pixel."""
+    Image, _ImageOps, UnidentifiedImageError = _pil()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -186,6 +202,7 @@ def _output_format(info: ImageInfo, has_alpha: bool) -> tuple[str, str]:
 
 def _resize_frame(frame: Image.Image, src_w: int, src_h: int, width: int, height: int,
                   method: str) -> Image.Image:
+    Image, ImageOps, _error = _pil()
     if method == "crop":
         out_w, out_h = cropped_size(src_w, src_h, width, height)
         # Scale to cover the output box, then cut the centre.
@@ -215,6 +232,7 @@ def make_thumbnail(data: bytes, width: int, height: int, method: str, *, animate
         raise ValueError(f"unknown thumbnail method {method!r}")
     if width < 1 or height < 1:
         raise ValueError("thumbnail dimensions must be positive")
+    Image, ImageOps, _error = _pil()
     info = probe(data, max_pixels=max_pixels)
     if animated and info.animated:
         frames = min(info.frames, MAX_ANIMATION_FRAMES)

@@ -20,9 +20,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Mapping
 
-import treq
 from twisted.internet import defer
-from twisted.web.client import Agent, HTTPConnectionPool
 
 from homeserver.http.outbound import CheckedEndpointFactory
 from homeserver.protocol.events import Event
@@ -138,17 +136,28 @@ class GatewayUnreachable(Exception):
 class PushGatewayClient:
     def __init__(self, reactor, ip_allowed):
         self.reactor = reactor
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self._pool.maxPersistentPerHost = 10
-        self._pool.retryAutomatically = False
-        self._agent = Agent.usingEndpointFactory(reactor, CheckedEndpointFactory(reactor, ip_allowed),
-                                                 pool=self._pool)
+        self._ip_allowed = ip_allowed
+        self._pool = None
+        self._agent = None
+
+    def _get_agent(self):
+        """The agent, built on the first push: treq and twisted.web.client import pyOpenSSL, which
+        a server without pushers need not load (issue 9, memory)."""
+        if self._agent is None:
+            from twisted.web.client import Agent, HTTPConnectionPool
+            self._pool = HTTPConnectionPool(self.reactor, persistent=True)
+            self._pool.maxPersistentPerHost = 10
+            self._pool.retryAutomatically = False
+            self._agent = Agent.usingEndpointFactory(
+                self.reactor, CheckedEndpointFactory(self.reactor, self._ip_allowed), pool=self._pool)
+        return self._agent
 
     async def post_json(self, url: str, body: dict) -> tuple[int, Any]:
         """POST ``body``; returns (status, parsed JSON or None). Raises GatewayUnreachable."""
+        import treq
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         try:
-            response = await treq.request("POST", url, data=data, agent=self._agent, timeout=REQUEST_TIMEOUT_S,
+            response = await treq.request("POST", url, data=data, agent=self._get_agent(), timeout=REQUEST_TIMEOUT_S,
                                           headers={b"Content-Type": [b"application/json"]})
             raw = await treq.content(response)
         except Exception as e:
