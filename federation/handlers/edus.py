@@ -24,7 +24,8 @@ Presence (server-server-api.md "Presence", ``m.presence`` with ``{"push": [...]}
 updates of the origin's users who share a room with this server go to
 ``PresenceService.set_remote_state``; outbound, ``PresenceService.on_local_change`` sends a
 local user's new presence to every server sharing a room with them (kept in memory only, like
-typing: presence is best effort).
+typing: presence is best effort); on joins, federation/handlers/presence_joins.py sends what
+servers newly sharing a room have not seen.
 """
 from __future__ import annotations
 
@@ -80,6 +81,8 @@ class FederationEduHandler:
         self.hs.get(ToDeviceService).on_remote_queued.append(self.sender.wake)
         from homeserver.client.presence import PresenceService
         self.hs.get(PresenceService).on_local_change.append(self.presence_changed)
+        from .presence_joins import PresenceOnJoin
+        self.hs.get(PresenceOnJoin)  # presence to servers that newly share a room
         self.hs.get(DeviceKeysService).federation = self
         from homeserver.e2ee.remote_device_lists import RemoteDeviceListService
         remote_lists = self.hs.get(RemoteDeviceListService)
@@ -203,15 +206,8 @@ class FederationEduHandler:
 
     def presence_changed(self, state) -> None:
         async def send():
-            from homeserver.client.presence import presence_content
-            now = self.hs.clock_ms()
-            content = presence_content(state, now)
-            update = {"user_id": state.user_id, "presence": content["presence"],
-                      "last_active_ago": content["last_active_ago"]}
-            if "currently_active" in content:
-                update["currently_active"] = content["currently_active"]
-            if state.status_msg is not None:
-                update["status_msg"] = state.status_msg
+            from homeserver.client.presence import federation_update
+            update = federation_update(state, self.hs.clock_ms())
             for dest in sorted(await self._servers_sharing_rooms(state.user_id)):
                 self.sender.send_ephemeral_edu(dest, "m.presence", {"push": [update]}, key=state.user_id)
         defer.ensureDeferred(send()).addErrback(lambda f: logger.error("presence EDU failed: %s", f.value))

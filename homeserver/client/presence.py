@@ -68,6 +68,19 @@ def presence_content(state: PresenceState, now_ms: int, profile: dict | None = N
     return content
 
 
+def federation_update(state: PresenceState, now_ms: int) -> dict:
+    """One entry of an ``m.presence`` EDU's ``push`` list (server-server-api.md "Presence",
+    presence.yaml ``UserPresenceUpdate``) for a local user's state (pure)."""
+    content = presence_content(state, now_ms)
+    update = {"user_id": state.user_id, "presence": content["presence"],
+              "last_active_ago": content["last_active_ago"]}
+    if "currently_active" in content:
+        update["currently_active"] = content["currently_active"]
+    if state.status_msg is not None:
+        update["status_msg"] = state.status_msg
+    return update
+
+
 def parse_presence_body(body: dict) -> tuple[str, str | None]:
     """(presence, status_msg) of a PUT /presence/{userId}/status body."""
     if "presence" not in body:
@@ -173,6 +186,15 @@ class PresenceService:
                 state = _state(row)
                 self._states[user_id] = state
         return state
+
+    async def current_states(self, user_ids: Iterable[str]) -> list[PresenceState]:
+        """The stored presence of these users (those never set are left out)."""
+        out = []
+        for user_id in user_ids:
+            state = await self._get_state(user_id)
+            if state is not None:
+                out.append(state)
+        return out
 
     async def get_status(self, user_id: str) -> dict:
         """The GET /presence/{userId}/status body (``offline`` if never set or disabled)."""
