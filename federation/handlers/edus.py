@@ -14,8 +14,10 @@ Encryption", "Send-to-device messaging"; user_keys.yaml, user_devices.yaml.
   in /sync and their re-query is answered from the cache); ``m.direct_to_device`` → the
   local devices' inboxes (``ToDeviceService.send``, idempotent by message_id);
 * outbound: ``TypingService.on_local_change`` (in memory), ``ReceiptsService.on_local_receipt``,
-  ``DeviceListService.on_change`` (to every server sharing a room with the user; ``prev_id`` is
-  left empty, which makes receivers re-sync through ``GET /user/devices``, always correct) and
+  ``DeviceListService.on_change`` (to every server sharing a room with the user; each user's
+  device updates are numbered 1, 2, ... with ``prev_id`` the previous number, and ``GET
+  /user/devices`` answers the last number, so receivers apply updates in order and resync on a
+  gap) and
   ``ToDeviceService.on_remote_queued`` (the sender reads the e2ee outbox);
 * ``DeviceKeysService.federation``: ``query_keys`` and ``claim_keys`` over ``/user/keys/*``;
   ``RemoteDeviceListService.federation``: ``get_user_devices`` over ``/user/devices/{userId}``.
@@ -220,21 +222,46 @@ class FederationEduHandler:
         return out
 
     async def device_lists_changed(self, stream_id: int, changes: Sequence) -> None:
+        """DeviceListService.on_change (called in stream order, once every change up to stream_id
+        is committed): m.signing_key_update for a cross-signing change, else one
+        m.device_list_update per device row, numbered per user (E2eeStore.get_device_update_sequence)
+        with ``prev_id`` the number before, so receivers apply them in sequence and notice a gap."""
+        from homeserver.storage.e2ee_store import E2eeStore
+        store = self.hs.get(E2eeStore)
         for user_id in sorted({c[0] for c in changes if self._is_mine(c[0])}):
             dests = await self._servers_sharing_rooms(user_id)
             if not dests:
                 continue
-            for _, device_id, _ in [c for c in changes if c[0] == user_id]:
-                if device_id is None:
-                    content = await self._signing_key_update(user_id)
-                    for dest in sorted(dests):
-                        await self.sender.queue_edu(dest, "m.signing_key_update", content,
-                                                    key=f"signing {user_id}")
-                    continue
-                content = {"user_id": user_id, "device_id": device_id, "stream_id": stream_id, "prev_id": []}
+            if any(device_id is None for u, device_id, _ in changes if u == user_id):
+                content = await self._signing_key_update(user_id)
                 for dest in sorted(dests):
-                    await self.sender.queue_edu(dest, "m.device_list_update", content,
-                                                key=f"device {user_id} {device_id}")
+                    await self.sender.queue_edu(dest, "m.signing_key_update", content, key=f"signing {user_id}")
+            before, device_ids = await store.get_device_update_sequence(user_id, stream_id)
+            for n, content in enumerate(await self._device_list_updates(user_id, device_ids), start=before + 1):
+                content.update({"stream_id": n, "prev_id": [n - 1] if n > 1 else []})
+                for dest in sorted(dests):  # not keyed: a replaced EDU would break the sequence
+                    await self.sender.queue_edu(dest, "m.device_list_update", content)
+
+    async def _device_list_updates(self, user_id: str, device_ids: list[str]) -> list[dict]:
+        """The m.device_list_update contents (without the numbering) of these devices as they are
+        now: ``deleted`` when the device is gone, else its keys and display name."""
+        from homeserver.e2ee.device_keys import DeviceKeysService
+        from homeserver.storage.e2ee_store import E2eeStore
+        existing = await self.hs.get(E2eeStore).get_existing_devices(user_id, sorted(set(device_ids)))
+        keys = (await self.hs.get(DeviceKeysService).query_local(None, {user_id: sorted(existing)})
+                )["device_keys"].get(user_id, {}) if existing else {}
+        out = []
+        for device_id in device_ids:
+            content: dict = {"user_id": user_id, "device_id": device_id}
+            if device_id not in existing:
+                content["deleted"] = True
+            else:
+                if existing[device_id] is not None:
+                    content["device_display_name"] = existing[device_id]
+                if device_id in keys:
+                    content["keys"] = {k: v for k, v in keys[device_id].items() if k != "unsigned"}
+            out.append(content)
+        return out
 
     async def _signing_key_update(self, user_id: str) -> dict:
         from homeserver.e2ee.device_keys import DeviceKeysService

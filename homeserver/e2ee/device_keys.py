@@ -130,7 +130,11 @@ class DeviceKeysService:
     async def get_user_devices(self, user_id: str) -> dict:
         """The federation ``GET /user/devices/{userId}`` body (server-server-api "Device
         Management", user_devices.yaml): devices with keys, display names, cross-signing keys
-        and the user's device-list stream ID."""
+        and the user's device-list stream ID: the number of their last device update sent as
+        m.device_list_update (E2eeStore.get_device_update_sequence), counted up to the position
+        read *before* the devices, so every update it covers is in the answer (later ones may
+        be too; receivers re-apply them)."""
+        position = self.device_lists.current_position()
         answer = await self.query_local(None, {user_id: []})
         devices = []
         for device_id, keys in sorted(answer["device_keys"].get(user_id, {}).items()):
@@ -139,7 +143,7 @@ class DeviceKeysService:
             if name is not None:
                 entry["device_display_name"] = name
             devices.append(entry)
-        out = {"user_id": user_id, "stream_id": await self.store.get_user_device_list_position(user_id),
+        out = {"user_id": user_id, "stream_id": await self.store.count_device_updates(user_id, position),
                "devices": devices}
         if user_id in answer["master_keys"]:
             out["master_key"] = answer["master_keys"][user_id]

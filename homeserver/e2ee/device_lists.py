@@ -86,18 +86,23 @@ class DeviceListService:
         # below stream_id: such changes wait here until the position passes them.
         self._unnotified.append((stream_id, changes))
         token = self.current_position()
-        ready = [c for sid, cs in self._unnotified if sid <= token for c in cs]
+        batches = sorted((b for b in self._unnotified if b[0] <= token), key=lambda b: b[0])
         self._unnotified = [(sid, cs) for sid, cs in self._unnotified if sid > token]
+        ready = [c for _, cs in batches for c in cs]
         for user_id in sorted({c[0] for c in ready if c[2] is None}):
             rooms = await self.store.get_joined_rooms(user_id)
             notifier.notify(STREAM, token, rooms=rooms, users=[user_id])
         for only_for in sorted({c[2] for c in ready if c[2] is not None}):
             notifier.notify(STREAM, token, users=[only_for])
-        public = [c for c in changes if c[2] is None]
-        if public:
+        # The federation seam hears of a batch once every change below it is committed, in
+        # stream order (it numbers each user's device updates for other servers).
+        for sid, cs in batches:
+            public = [c for c in cs if c[2] is None]
+            if not public:
+                continue
             for hook in list(self.on_change):
                 try:
-                    result = hook(stream_id, public)
+                    result = hook(sid, public)
                     if hasattr(result, "__await__"):
                         await result
                 except Exception:

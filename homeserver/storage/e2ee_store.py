@@ -309,6 +309,39 @@ class E2eeStore:
                                   " AND only_for IS NULL", (user_id,)) or 0)
         return await self.db.run("get_user_device_list_position", txn_fn, readonly=True)
 
+    async def get_device_update_sequence(self, user_id: str, stream_id: int) -> tuple[int, list[str]]:
+        """The user's device updates as numbered for other servers (m.device_list_update
+        ``stream_id``: 1, 2, ... per user, over the public rows naming a device, in stream order
+        then device order): (how many come before stream_id, the device IDs of the rows at
+        stream_id in order). Stable once every row up to stream_id is committed."""
+        def txn_fn(txn: Txn):
+            before = int(txn.scalar("SELECT COUNT(*) FROM e2e_device_list_stream WHERE user_id = ? AND"
+                                    " device_id IS NOT NULL AND only_for IS NULL AND stream_id < ?",
+                                    (user_id, stream_id)) or 0)
+            txn.execute("SELECT device_id FROM e2e_device_list_stream WHERE user_id = ? AND device_id IS NOT NULL"
+                        " AND only_for IS NULL AND stream_id = ? ORDER BY device_id", (user_id, stream_id))
+            return before, [r[0] for r in txn.fetchall()]
+        return await self.db.run("get_device_update_sequence", txn_fn, readonly=True)
+
+    async def count_device_updates(self, user_id: str, up_to: int) -> int:
+        """How many of the user's numbered device updates (see get_device_update_sequence) are at or
+        below stream position up_to: the number of the last one."""
+        def txn_fn(txn: Txn):
+            return int(txn.scalar("SELECT COUNT(*) FROM e2e_device_list_stream WHERE user_id = ? AND"
+                                  " device_id IS NOT NULL AND only_for IS NULL AND stream_id <= ?",
+                                  (user_id, up_to)) or 0)
+        return await self.db.run("count_device_updates", txn_fn, readonly=True)
+
+    async def get_existing_devices(self, user_id: str, device_ids: Sequence[str]) -> dict[str, str | None]:
+        """{device_id: display_name} of those devices that exist (devices table, 0020_accounts.sql)."""
+        def txn_fn(txn: Txn):
+            txn.execute(f"SELECT device_id, display_name FROM devices WHERE user_id = ? AND device_id IN"
+                        f" ({_in(len(device_ids))})", [user_id, *device_ids])
+            return {r[0]: r[1] for r in txn.fetchall()}
+        if not device_ids:
+            return {}
+        return await self.db.run("get_existing_devices", txn_fn, readonly=True)
+
     # --- room membership reads (tables of storage/schema/0010_rooms.sql) ---------------------
     async def get_users_sharing_room(self, user_id: str) -> set[str]:
         """Users joined to a room the user is joined to (the user included if joined anywhere)."""

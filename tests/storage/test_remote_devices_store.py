@@ -120,3 +120,22 @@ async def test_drop_forgets_the_list_and_held_users_are_found_by_room(database):
     assert await store.get_fresh_lists([ALICE_R]) == {}
     assert await store.replace_list(ALICE_R, "2", {}, {}, 2) is True  # starts empty again
     assert (await store.get_fresh_lists([ALICE_R]))[ALICE_R].cross_signing == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_local_device_updates_are_numbered_per_user_for_other_servers(database):
+    from homeserver.storage.e2ee_store import E2eeStore
+    store = E2eeStore(SimpleNamespace(db=database))
+    me, other = "@me:here.example", "@other:here.example"
+    await store.add_device_list_changes([(me, "B", None), (me, "A", None), (other, "X", None)], 1)
+    await store.add_device_list_changes([(me, None, None)], 2)  # cross-signing: not numbered
+    await store.add_device_list_changes([(me, "A", other)], 3)  # private signature row: not numbered
+    await store.add_device_list_changes([(me, "C", None)], 4)
+    assert await store.get_device_update_sequence(me, 1) == (0, ["A", "B"])
+    assert await store.get_device_update_sequence(me, 2) == (2, [])
+    assert await store.get_device_update_sequence(me, 4) == (2, ["C"])
+    assert await store.get_device_update_sequence(other, 4) == (1, [])
+    assert [await store.count_device_updates(me, p) for p in (0, 1, 3, 4)] == [0, 2, 2, 3]
+    await database.run("dev", lambda txn: txn.execute(
+        "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES (?, ?, ?, ?)", (me, "A", "a", 1)))
+    assert await store.get_existing_devices(me, ["A", "B"]) == {"A": "a"}
