@@ -89,11 +89,12 @@ class MessagesService:
     async def scan(self, user_id: str, room_id: str, from_pos: RoomPosition, to_pos: RoomPosition | None, *,
                    backwards: bool, limit: int, event_filter: RoomEventFilter | None,
                    ignored_users: set[str], prefetch: bool = False, device_id: str | None = None,
-                   gap_check: bool = False) -> Page:
+                   gap_check: bool = False, first_read: defer.Deferred | None = None) -> Page:
         """Up to ``limit`` events after ``from_pos`` in the page direction that pass the filter and
         the user's history visibility, reading the database in batches. With ``prefetch`` the
         first batch is read with what serving it to ``device_id`` needs in one transaction
-        (HistoryStore.read_page, which also takes ``gap_check``)."""
+        (HistoryStore.read_page, which also takes ``gap_check``); ``first_read``: that read,
+        already started by the caller with these arguments."""
         picked: list[Event] = []
         picked_rows: list[TimelineRow] = []
         pos = from_pos
@@ -102,9 +103,9 @@ class MessagesService:
         first: PageRead | None = None
         while len(picked) < limit and scanned < MAX_SCAN:
             if prefetch and first is None:
-                first = await self.store.read_page(room_id, pos, to_pos, backwards=backwards, limit=batch,
-                                                   user_id=user_id, device_id=device_id,
-                                                   ignored_users=ignored_users, gap_check=gap_check)
+                first = await (first_read if first_read is not None else self.store.read_page(
+                    room_id, pos, to_pos, backwards=backwards, limit=batch, user_id=user_id, device_id=device_id,
+                    ignored_users=ignored_users, gap_check=gap_check))
                 rows = first.rows
             else:
                 rows = await self.store.paginate(room_id, pos, to_pos, backwards=backwards, limit=batch)
@@ -143,11 +144,27 @@ class MessagesService:
                            event_filter: RoomEventFilter | None, device_id: str | None = None) -> dict:
         """message_pagination.yaml: ``chunk``, ``start``, ``end`` (absent when nothing further can
         be read) and, with ``lazy_load_members``, ``state`` (the senders' member events)."""
-        # Independent reads, overlapped: may the user read the room, and whom they ignore.
-        access, ignored = await defer.gatherResults(
-            [defer.ensureDeferred(self._access(user_id, room_id)),
-             defer.ensureDeferred(self.relations.ignored_users(user_id))],
-            consumeErrors=True).addErrback(lambda f: f.value.subFailure.raiseException())
+        # Overlapped: the access check runs while the ignore list is read and, for a ``from``
+        # with a depth, while the page's first read runs (HistoryStore.read_page). That read
+        # does not depend on the check unless the user departed the room (their page is then
+        # cut at their departure: the read is dropped, and nothing of it is served).
+        access_d = defer.ensureDeferred(self._access(user_id, room_id))
+        early: defer.Deferred | None = None
+        try:
+            ignored = await self.relations.ignored_users(user_id)
+            if limit > 0 and from_pos is not None and from_pos.depth is not None \
+                    and (to_pos is None or to_pos.depth is not None) \
+                    and (event_filter is None or event_filter.room_allowed(room_id)):
+                early = defer.ensureDeferred(self.store.read_page(
+                    room_id, from_pos, to_pos, backwards=backwards, limit=limit, user_id=user_id,
+                    device_id=device_id, ignored_users=ignored,
+                    gap_check=backwards and self.remote_backfill is not None))
+            access = await access_d
+        except BaseException:
+            for d in (access_d, early):
+                if d is not None:
+                    d.addErrback(lambda _: None)
+            raise
         departure = await self._departure(access)
         start = await self._topological(room_id, from_pos)
         to = await self._topological(room_id, to_pos)
@@ -159,6 +176,9 @@ class MessagesService:
             elif not backwards and (to is None or (to.depth, to.stream) > (departure.depth, departure.stream)):
                 to = departure
         result: dict = {"start": from_text if from_text is not None else str(start), "chunk": []}
+        if early is not None and (start != from_pos or to != to_pos):
+            early.addErrback(lambda _: None)  # cut at the departure: read again below
+            early = None
         if limit == 0:
             result["end"] = str(start)
             return result
@@ -167,7 +187,7 @@ class MessagesService:
         backfilling = backwards and self.remote_backfill is not None and start.depth is not None
         page = await self.scan(user_id, room_id, start, to, backwards=backwards, limit=limit,
                                event_filter=event_filter, ignored_users=ignored, prefetch=True,
-                               device_id=device_id, gap_check=backfilling)
+                               device_id=device_id, gap_check=backfilling, first_read=early)
         if backfilling:
             # Paging back into a gap (a late joiner reaching its join): fetch the older history
             # from other servers and read the page again; while more may follow, keep ``end``.

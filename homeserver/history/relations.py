@@ -28,6 +28,7 @@ from homeserver.protocol.events import Event
 from homeserver.rooms.serialize import EventSerializer
 from homeserver.rooms.visibility import VisibilityService
 from homeserver.storage.events_store import EventsStore
+from homeserver.storage.lru import LruCache
 from homeserver.storage.relations_store import MAX_RECURSION_DEPTH, AggregationRows, RelationsStore
 from homeserver.sync.tokens import RoomPosition
 
@@ -47,12 +48,30 @@ class RelationsService:
         self.serializer = hs.get(EventSerializer)
         self.visibility = hs.get(VisibilityService)
         self.account_data = hs.get(AccountDataService)
+        # Ignore lists in memory: a user's entry is dropped after each of their account-data
+        # writes (AccountDataService calls its listeners after the commit); a read that raced a
+        # write (any user's) is not kept.
+        self._ignored: LruCache[str, frozenset[str]] = LruCache(50_000)
+        self._account_data_writes = 0
+        self.account_data.listeners.append(self._on_account_data)
+
+    def _on_account_data(self, stream_name: str, token: int, rooms: tuple, users: tuple) -> None:
+        self._account_data_writes += 1
+        for user_id in users:
+            self._ignored.pop(user_id)
 
     async def ignored_users(self, user_id: str) -> set[str]:
         """The users ``user_id`` ignores (modules/ignore_users.md, ``m.ignored_user_list``)."""
+        cached = self._ignored.get(user_id)
+        if cached is not None:
+            return set(cached)
+        writes = self._account_data_writes
         content = await self.account_data.get_global(user_id, "m.ignored_user_list")
         ignored = content.get("ignored_users") if isinstance(content, dict) else None
-        return {u for u in ignored if isinstance(u, str)} if isinstance(ignored, dict) else set()
+        value = {u for u in ignored if isinstance(u, str)} if isinstance(ignored, dict) else set()
+        if writes == self._account_data_writes:
+            self._ignored.set(user_id, frozenset(value))
+        return value
 
     # --- bundled aggregations -------------------------------------------------------------------
     async def bundle_aggregations(self, event_ids: Iterable[str], user_id: str, *,

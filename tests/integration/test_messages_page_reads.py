@@ -71,3 +71,32 @@ def test_messages_scanning_past_filtered_events_still_applies_redactions_edits_a
     assert served[secret]["unsigned"]["redacted_because"]["event_id"] == redaction
     assert served[edit]["unsigned"]["transaction_id"] == "txn-edit"
     assert served[original]["unsigned"]["m.relations"]["m.replace"]["event_id"] == edit
+
+
+def set_ignored(srv, user_id, token, ignored):
+    status, resp = api(srv.base_url, "PUT", f"{V3}/user/{q(user_id)}/account_data/m.ignored_user_list", token,
+                       json={"ignored_users": {u: {} for u in ignored}})
+    assert status == 200, resp
+
+
+def test_messages_follows_changes_of_the_ignore_list_at_once(server):
+    """modules/ignore_users.md: events of ignored users are not served; the ignore list is kept
+    in memory, so ignoring and unignoring must take effect on the next request."""
+    alice, a_tok, _ = register_user(server.base_url, f"pi{next(_n)}", PASSWORD)
+    bob, b_tok, _ = register_user(server.base_url, f"pj{next(_n)}", PASSWORD)
+    room = create(server, a_tok, preset="public_chat")
+    status, resp = api(server.base_url, "POST", f"{V3}/join/{q(room)}", b_tok, json={})
+    assert status == 200, resp
+    from_bob = send(server, b_tok, room, text("from bob"))
+    from_alice = send(server, a_tok, room, text("from alice"))
+
+    def shown():
+        status, body = messages(server, a_tok, room, dir="b", limit=50)
+        assert status == 200, body
+        return {e["event_id"] for e in body["chunk"]}
+
+    assert {from_bob, from_alice} <= shown()
+    set_ignored(server, alice, a_tok, [bob])
+    assert from_bob not in shown() and from_alice in shown()
+    set_ignored(server, alice, a_tok, [])
+    assert from_bob in shown()
