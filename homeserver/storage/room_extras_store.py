@@ -32,7 +32,7 @@ class RoomExtrasStore:
         ids = list(dict.fromkeys(event_ids))
         if not ids:
             return {}
-        return await self.db.run("get_redaction_ids", self.redaction_ids_txn, ids, readonly=True)
+        return await self.db.read_now("get_redaction_ids", self.redaction_ids_txn, ids)
 
     @staticmethod
     def redaction_ids_txn(txn: Txn, ids: list[str]) -> dict[str, list[str]]:
@@ -53,7 +53,7 @@ class RoomExtrasStore:
         ids = list(dict.fromkeys(event_ids))
         if not ids:
             return {}
-        return await self.db.run("get_txn_ids", self.txn_ids_txn, ids, user_id, device_id, readonly=True)
+        return await self.db.read_now("get_txn_ids", self.txn_ids_txn, ids, user_id, device_id)
 
     @staticmethod
     def txn_ids_txn(txn: Txn, ids: list[str], user_id: str, device_id: str) -> dict[str, str]:

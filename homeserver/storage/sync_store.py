@@ -113,4 +113,4 @@ class SyncStore:
             txn.execute("SELECT algorithm FROM e2e_fallback_keys WHERE user_id = ? AND device_id = ? AND used = ?"
                         " ORDER BY algorithm", (user_id, device_id, False))
             return counts, otk, [r[0] for r in txn.fetchall()]
-        return await self.db.run("sync_user_counters", txn_fn, readonly=True)
+        return await self.db.read_now("sync_user_counters", txn_fn)

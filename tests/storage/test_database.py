@@ -138,3 +138,20 @@ def test_sqlite_compact_tables_migration_keeps_every_row(tmp_path, monkeypatch):
         assert txn.execute("PRAGMA index_list(event_edges)").fetchall()[0][1] == "event_edges_prev"
         assert "WITHOUT ROWID" in txn.scalar("SELECT sql FROM sqlite_master WHERE name = 'event_edges'")
     db.run_sync("check", check)
+
+
+@pytest_twisted.ensureDeferred
+async def test_read_now_sees_committed_writes_and_on_sqlite_runs_without_a_thread_hop(database):
+    import threading
+
+    await database.run("create", lambda txn: txn.execute("CREATE TABLE r (x INTEGER)"))
+    await database.run("insert", lambda txn: txn.execute("INSERT INTO r (x) VALUES (7)"))
+    seen = []
+
+    def read(txn):
+        seen.append(threading.current_thread() is threading.main_thread())
+        return txn.scalar("SELECT x FROM r")
+    assert await database.read_now("read", read) == 7
+    assert seen == [database.engine_name == "sqlite"]
+    await database.run("update", lambda txn: txn.execute("UPDATE r SET x = 8"))
+    assert await database.read_now("read", read) == 8
