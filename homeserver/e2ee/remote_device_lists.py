@@ -121,8 +121,10 @@ class RemoteDeviceListService:
         hs.get(Notifier).listeners.append(self._on_notify)
 
     def start(self) -> None:
-        """Retry stale lists every RESYNC_RETRY_S (called once at start-up)."""
+        """Retry stale lists every RESYNC_RETRY_S, and drop lists of users no longer tracked
+        (called once at start-up)."""
         if self._loop is None:
+            self._in_background(self.sweep_held())
             self._loop = task.LoopingCall(lambda: defer.ensureDeferred(self.retry_stale()))
             self._loop.clock = self.hs.reactor
             self._loop.start(RESYNC_RETRY_S, now=False).addErrback(
@@ -276,6 +278,14 @@ class RemoteDeviceListService:
         for user_id in user_ids:
             self._seen.pop(user_id, None)
         await self.store.drop_lists(user_ids)
+
+    async def sweep_held(self) -> None:
+        """Drop every held list whose user no longer shares a room with a local user."""
+        held = await self.store.get_held_users()
+        tracked = await self.tracked(held)
+        for user_id in held:
+            if user_id not in tracked:
+                await self._with_lock(user_id, self.drop, [user_id])
 
     def _on_notify(self, stream_name: str, token: int, rooms, users) -> None:
         """Notifier listener: a membership change (an "events" notification naming users) may end
