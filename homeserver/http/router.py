@@ -15,6 +15,24 @@ from urllib.parse import unquote
 Handler = Callable[..., Awaitable]
 
 
+_LITERAL, _PARAM, _OPTIONAL, _REST = range(4)
+
+
+def _compile(segments: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
+    """Each template segment as (kind, literal text or parameter name)."""
+    out = []
+    for t in segments:
+        if t.startswith("{") and t.endswith("*}"):
+            out.append((_REST, t[1:-2]))
+        elif t.startswith("{") and t.endswith("?}"):
+            out.append((_OPTIONAL, t[1:-2]))
+        elif t.startswith("{"):
+            out.append((_PARAM, t[1:-1]))
+        else:
+            out.append((_LITERAL, t))
+    return tuple(out)
+
+
 @dataclass
 class Route:
     method: str
@@ -23,6 +41,9 @@ class Route:
     handler: Handler
     resource: str
     order: int = 0  # registration order: the first matching route wins
+
+    def __post_init__(self) -> None:
+        self.pattern = _compile(self.segments)
 
     @property
     def fixed_length(self) -> bool:
@@ -79,7 +100,8 @@ class Router:
 
     def match(self, method: str, raw_path: str, resources: set[str] | None = None) -> Match:
         segments = raw_path.split("/")
-        allowed: set[str] = set()
+        wanted = ("GET", "HEAD") if method == "HEAD" else (method,)
+        other_methods: list[Route] = []
         for n in range(min(4, len(segments)), 0, -1):
             prefix = tuple(segments[:n])
             if prefix not in self._by_prefix:
@@ -87,36 +109,36 @@ class Router:
             for route in self._routes_for(prefix, len(segments)):
                 if resources is not None and route.resource not in resources:
                     continue
-                params = _match_segments(route.segments, segments)
-                if params is None:
+                if route.method not in wanted:
+                    other_methods.append(route)  # only matched when no route of this method is
                     continue
-                if route.method == method or (method == "HEAD" and route.method == "GET"):
-                    return Match(route, params, allowed)
-                allowed.add(route.method)
+                params = _match_segments(route.pattern, segments)
+                if params is not None:
+                    return Match(route, params, set())
+        allowed = {r.method for r in other_methods if _match_segments(r.pattern, segments) is not None}
         return Match(None, {}, allowed)
 
 
-def _match_segments(template: tuple[str, ...], segments: list[str]) -> dict[str, str] | None:
+def _match_segments(pattern: tuple[tuple[int, str], ...], segments: list[str]) -> dict[str, str] | None:
     params: dict[str, str] = {}
-    n = len(template)
-    for i, t in enumerate(template):
-        if t.startswith("{") and t.endswith("*}"):
-            params[t[1:-2]] = "/".join(unquote(s) for s in segments[i:])
+    n = len(pattern)
+    for i, (kind, text) in enumerate(pattern):
+        if kind == _LITERAL:
+            if i >= len(segments) or segments[i] != text:
+                return None
+        elif kind == _REST:
+            params[text] = "/".join(unquote(s) for s in segments[i:])
             return params
-        if i >= len(segments):
-            if t.startswith("{") and t.endswith("?}") and i == n - 1:
-                params[t[1:-2]] = ""
+        elif i >= len(segments):
+            if kind == _OPTIONAL and i == n - 1:
+                params[text] = ""
                 return params
             return None
-        seg = segments[i]
-        if t.startswith("{"):
-            optional = t.endswith("?}")
-            name = t[1:-2] if optional else t[1:-1]
-            if not seg and not optional:
+        else:
+            seg = segments[i]
+            if not seg and kind == _PARAM:
                 return None
-            params[name] = unquote(seg, errors="strict")
-        elif t != seg:
-            return None
+            params[text] = unquote(seg, errors="strict") if "%" in seg else seg
     if len(segments) != n:
         return None
     return params
