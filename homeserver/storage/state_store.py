@@ -56,9 +56,10 @@ class StateStore:
         self._pending_keys: dict[int, StateKey] = {}
         # state_group -> (full state map, delta_depth); weighed by the number of keys. Every
         # state event of a big room adds a full map (a join into a 1,000-member room: 1,000
-        # entries, ~70 kB), so the budget is kept to what recent reads use (~15 MB).
+        # entries, ~40 kB of dict), so the budget is kept to what recent reads use: 100,000
+        # entries, ~4 MB (issue 9: 200,000 held 8.3 MB after the full-scale benchmark's joins).
         self._groups: LruCache[int, tuple[dict[StateKey, str], int]] = LruCache(
-            max_weight=200_000, weigher=lambda v: len(v[0]) + 1)
+            max_weight=100_000, weigher=lambda v: len(v[0]) + 1)
         self._last_key_nid, self._last_group = self.db.run_sync("state_store_init", self._init_txn)
 
     @staticmethod
