@@ -30,10 +30,16 @@ def encode_canonical_json(obj: Any) -> bytes:
     Keys sorted by code point, no insignificant whitespace, non-ASCII written as UTF-8.
     Raises ValueError for NaN/Infinity.
     """
-    return canonicaljson.encode_canonical_json(_integralise_floats(obj))
+    return canonicaljson.encode_canonical_json(integralise_floats(obj))
 
 
-def _integralise_floats(obj: Any) -> Any:
+def encode_integral_json(obj: Any) -> bytes:
+    """:func:`encode_canonical_json` of an ``obj`` already passed through :func:`integralise_floats`
+    (or a part of one): skips that walk."""
+    return canonicaljson.encode_canonical_json(obj)
+
+
+def integralise_floats(obj: Any) -> Any:
     """``obj`` with every integral float replaced by an int; copies only the containers that change."""
     if isinstance(obj, float):
         if obj.is_integer():
@@ -42,7 +48,7 @@ def _integralise_floats(obj: Any) -> Any:
     if isinstance(obj, dict):
         new = None
         for k, v in obj.items():
-            nv = _integralise_floats(v)
+            nv = integralise_floats(v)
             if nv is not v:
                 if new is None:
                     new = dict(obj)
@@ -51,7 +57,7 @@ def _integralise_floats(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         new_list = None
         for i, v in enumerate(obj):
-            nv = _integralise_floats(v)
+            nv = integralise_floats(v)
             if nv is not v:
                 if new_list is None:
                     new_list = list(obj)

@@ -64,7 +64,7 @@ def compute_reference_hash(pdu: dict, room_version: RoomVersion) -> bytes:
 
     server-server-api.md, "Calculating the reference hash for an event".
     """
-    redacted = redact(pdu, room_version)
+    redacted = redact(pdu, room_version, share_values=True)  # only encoded
     redacted.pop("signatures", None)
     redacted.pop("unsigned", None)
     return hashlib.sha256(encode_canonical_json(redacted)).digest()

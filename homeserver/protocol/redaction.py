@@ -75,26 +75,33 @@ _RULES: Mapping[RedactionRules, _Rules] = MappingProxyType({
 })
 
 
-def redact(pdu: dict, room_version: RoomVersion) -> dict:
+def _same(value):
+    return value
+
+
+def redact(pdu: dict, room_version: RoomVersion, *, share_values: bool = False) -> dict:
     """A new dict holding only what survives redaction of ``pdu`` under the room version's rules.
 
-    The input is not modified and the result shares no mutable values with it. ``unsigned`` is
-    removed like every other unlisted top-level key (the spec's lists do not include it).
+    The input is not modified and the result shares no mutable values with it — unless
+    ``share_values`` (for a result that is only read, e.g. encoded to be hashed or signed).
+    ``unsigned`` is removed like every other unlisted top-level key (the spec's lists do not
+    include it).
     """
     rules = _RULES[room_version.redaction_rules]
-    out = {k: copy.deepcopy(v) for k, v in pdu.items() if k in rules.top_level and k != "content"}
+    dup = _same if share_values else copy.deepcopy
+    out = {k: dup(v) for k, v in pdu.items() if k in rules.top_level and k != "content"}
 
     content = pdu.get("content")
     if not isinstance(content, dict):
         content = {}
     kept = rules.content.get(pdu.get("type"), frozenset())
     if kept is ALL_KEYS:
-        new_content = copy.deepcopy(content)
+        new_content = dup(content)
     else:
-        new_content = {k: copy.deepcopy(v) for k, v in content.items() if k in kept}
+        new_content = {k: dup(v) for k, v in content.items() if k in kept}
         if rules.member_keeps_third_party_signed and pdu.get("type") == "m.room.member":
             tpi = content.get("third_party_invite")
             if isinstance(tpi, dict) and "signed" in tpi:
-                new_content["third_party_invite"] = {"signed": copy.deepcopy(tpi["signed"])}
+                new_content["third_party_invite"] = {"signed": dup(tpi["signed"])}
     out["content"] = new_content
     return out

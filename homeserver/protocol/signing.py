@@ -25,7 +25,7 @@ from signedjson.key import (
 from signedjson.key import generate_signing_key as _generate
 from unpaddedbase64 import decode_base64, encode_base64
 
-from .canonical_json import encode_canonical_json
+from .canonical_json import encode_canonical_json, encode_integral_json, integralise_floats
 from .hashing import add_hashes
 from .redaction import redact
 from .room_versions import EventFormat, RoomVersion
@@ -189,10 +189,11 @@ def sign_new_event(pdu: dict, room_version: RoomVersion, server_name: str,
     if any(k in pdu for k in ("hashes", "signatures", "unsigned")) or not pdu:
         signed = sign_event(pdu, room_version, server_name, key)
         return signed, compute_event_id(signed, room_version), len(encode_canonical_json(signed))
-    content_bytes = encode_canonical_json(pdu)
+    pdu = integralise_floats(pdu)  # once: the encodings below are of this pdu or parts of it
+    content_bytes = encode_integral_json(pdu)
     hashes = {"sha256": encode_base64(hashlib.sha256(content_bytes).digest())}
     hashed = dict(pdu, hashes=hashes)
-    reference_bytes = encode_canonical_json(redact(hashed, room_version))
+    reference_bytes = encode_integral_json(redact(hashed, room_version, share_values=True))
     signatures = {server_name: {key_id(key): encode_base64(key.sign(reference_bytes).signature)}}
     signed = dict(hashed, signatures=signatures)
     if room_version.event_format == EventFormat.V1:
@@ -200,8 +201,8 @@ def sign_new_event(pdu: dict, room_version: RoomVersion, server_name: str,
     else:
         event_id = "$" + encode_base64(hashlib.sha256(reference_bytes).digest(),
                                        urlsafe=room_version.event_format != EventFormat.V2)
-    size = (len(content_bytes) + len(',"hashes":') + len(encode_canonical_json(hashes))
-            + len(',"signatures":') + len(encode_canonical_json(signatures)))
+    size = (len(content_bytes) + len(',"hashes":') + len(encode_integral_json(hashes))
+            + len(',"signatures":') + len(encode_integral_json(signatures)))
     return signed, event_id, size
 
 
@@ -212,7 +213,7 @@ def verify_event_signature(pdu: dict, room_version: RoomVersion, server_name: st
     server-server-api.md "Validating hashes and signatures on received events": works for both the
     full and an already-redacted copy. Raises :class:`SignatureError`.
     """
-    verify_json(redact(pdu, room_version), server_name, key_id, verify_key)
+    verify_json(redact(pdu, room_version, share_values=True), server_name, key_id, verify_key)
 
 
 def signature_key_ids(obj: dict, server_name: str) -> list[str]:

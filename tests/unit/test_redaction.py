@@ -190,3 +190,10 @@ def test_redacting_twice_changes_nothing():
         for t in EVENT_TYPES:
             once = redact(_full_event(t), rv)
             assert redact(once, rv) == once
+
+
+def test_shared_values_redaction_keeps_the_same_keys_and_values():
+    for rv in VERSIONS.values():
+        for t in EVENT_TYPES:
+            event = _full_event(t)
+            assert redact(event, rv, share_values=True) == redact(event, rv)
