@@ -193,8 +193,8 @@ class NotificationCounter:
         if (event.type == "m.room.member" and event.membership == "invite" and isinstance(event.state_key, str)
                 and self._is_local(event.state_key) and event.state_key not in local_joined):
             invitee = event.state_key
-        if not local_joined and invitee is None:
-            return None
+        if invitee is None and (not local_joined or (len(local_joined) == 1 and event.sender in local_joined)):
+            return None  # nobody but the sender to notify (a new room's events, a lone sender)
         sender_level = get_user_power_level(event.sender, ctx.levels_state) if ctx.levels_state else 0
         thread = thread_of(event)
         facts = push_rules.EventFacts(event.pdu, ctx.member_count, ctx.power_levels, sender_level)
