@@ -12,7 +12,9 @@ arrives for a tracked user whose list is not held yet.
 ``prev_id`` is the stream_id held (the EDU schema: "If the receiving server does not recognise any
 of the prev_ids, it means an EDU has been lost"); an empty ``prev_id``, an unknown one or a list
 not held yet marks the list stale and resyncs it with ``GET /user/devices/{userId}`` in the
-background — EDU processing never waits for the remote server. A failed resync leaves the list
+background — EDU processing never waits for the remote server. A list is stale while it is
+being fetched, so an update arriving meanwhile is not applied to it but asks for one more fetch
+after the running one (whose answer may predate the update). A failed resync leaves the list
 stale (never served); :meth:`retry_stale` retries every :data:`RESYNC_RETRY_S`. A stale list is
 resynced again at the next /keys/query, falling back to ``/user/keys/query``.
 ``m.signing_key_update`` replaces the held cross-signing keys.
@@ -112,6 +114,7 @@ class RemoteDeviceListService:
         self.federation = None  # seam, see the module docstring
         self._locks: dict[str, defer.DeferredLock] = {}
         self._resyncs: dict[str, defer.Deferred] = {}  # resyncs in flight, shared by their callers
+        self._again: set[str] = set()  # users to resync once more when their running fetch ends
         self._background: set[defer.Deferred] = set()
         self._seen: dict[str, list[str]] = {}
         self._sweep_rooms: set[str] = set()
@@ -202,7 +205,7 @@ class RemoteDeviceListService:
             del seen[:-SEEN_PER_USER]
             return True
         await self.store.mark_stale(user_id, self.hs.clock_ms())
-        self._in_background(self.resync(user_id))
+        self._resync_soon(user_id)
         return False
 
     async def on_signing_key_update(self, origin: str, content: dict) -> None:
@@ -228,15 +231,7 @@ class RemoteDeviceListService:
         fresh. One fetch per user at a time: concurrent callers share it."""
         running = self._resyncs.get(user_id)
         if running is None:
-            running = self._resyncs[user_id] = defer.ensureDeferred(self._resync(user_id, timeout_ms))
-
-            def done(result):
-                self._resyncs.pop(user_id, None)
-                if isinstance(result, Failure):
-                    logger.error("device list resync of %s failed: %s", user_id, result.value)
-                    return False
-                return result
-            running.addBoth(done)
+            running = self._start_resync(user_id, timeout_ms)
         mine: defer.Deferred = defer.Deferred()
 
         def forward(result):
@@ -245,15 +240,40 @@ class RemoteDeviceListService:
         running.addCallback(forward)
         return await mine
 
+    def _resync_soon(self, user_id: str) -> None:
+        """Resync in the background; if a fetch is running, once more after it (its answer may
+        predate the update that asked for this one)."""
+        if user_id in self._resyncs:
+            self._again.add(user_id)
+        else:
+            self._in_background(self.resync(user_id))
+
+    def _start_resync(self, user_id: str, timeout_ms: int) -> defer.Deferred:
+        running = self._resyncs[user_id] = defer.ensureDeferred(self._resync(user_id, timeout_ms))
+
+        def done(result):
+            self._resyncs.pop(user_id, None)
+            if isinstance(result, Failure):
+                logger.error("device list resync of %s failed: %s", user_id, result.value)
+                result = False
+            if user_id in self._again:
+                self._again.discard(user_id)
+                self._in_background(self.resync(user_id))
+            return result
+        running.addBoth(done)
+        return running
+
     async def _resync(self, user_id: str, timeout_ms: int) -> bool:
         if self.federation is None:
             return False
+        # Stale while fetching: an update arriving meanwhile is not applied to the list the
+        # answer will replace, it asks for another fetch (_resync_soon).
+        await self._with_lock(user_id, self.store.mark_stale, user_id, self.hs.clock_ms())
         try:
             body = await self.federation.get_user_devices(domain_or_none(user_id), user_id, timeout_ms)
             stream_id, devices, cross = parse_user_devices(user_id, body)
         except Exception as e:  # unreachable, an error answer or garbage: stays stale, retried later
             logger.info("device list resync of %s failed: %s", user_id, e)
-            await self.store.mark_stale(user_id, self.hs.clock_ms())
             return False
         changed = await self._with_lock(user_id, self.store.replace_list, user_id, stream_id, devices, cross,
                                         self.hs.clock_ms())

@@ -178,8 +178,8 @@ class RemoteDevicesStore:
     async def replace_list(self, user_id: str, stream_id: str | None,
                            devices: dict[str, tuple[dict | None, str | None]],
                            cross_signing: dict[str, dict], now_ms: int) -> bool:
-        """Hold this snapshot (GET /user/devices) as the user's list, fresh; True if it differs
-        from what was held (a stale or missing list always counts as different)."""
+        """Hold this snapshot (GET /user/devices) as the user's list, fresh; True if its devices
+        or keys differ from what was held (stale or not; no list held counts as different)."""
         def txn_fn(txn: Txn) -> bool:
             old = _read_list_txn(txn, user_id)
             txn.execute("DELETE FROM e2e_remote_devices WHERE user_id = ?", (user_id,))
@@ -194,7 +194,7 @@ class RemoteDevicesStore:
                         " VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id,"
                         " stale = excluded.stale, updated_ts = excluded.updated_ts",
                         (user_id, stream_id, False, now_ms))
-            return old != (False, devices, cross_signing)
+            return old is None or old[1:] != (devices, cross_signing)
         return await self.db.run("replace_remote_device_list", txn_fn)
 
     async def set_cross_signing(self, user_id: str, keys: dict[str, dict]) -> bool:

@@ -150,11 +150,15 @@ async def test_a_gap_or_an_empty_prev_id_resyncs_and_a_failed_resync_is_retried(
     answer, rest = await service.query_cached({ALICE: []})  # stale is never served; fetch fails again
     assert (answer["device_keys"], rest, remote.calls) == ({}, {ALICE: []}, 5)
     remote.down = False
-    remote.body = {**remote.body, "stream_id": 11}
+    remote.body = {**remote.body, "stream_id": 11,
+                   "devices": remote.body["devices"] + [{"device_id": "D5", "keys": keys("D5")}]}
     changes.changes.clear()
     await service.retry_stale()
     assert await store.get_stale_users() == [] and changes.changes == [(ALICE, None, None)]
-    assert (await store.get_fresh_lists([ALICE]))[ALICE].stream_id == "11"
+    held = (await store.get_fresh_lists([ALICE]))[ALICE]
+    assert (held.stream_id, sorted(held.devices)) == ("11", ["D1", "D5"])
+    await service.retry_stale()  # nothing stale: no fetch
+    assert remote.calls == 6
 
 
 @pytest_twisted.ensureDeferred
@@ -198,3 +202,30 @@ async def test_start_up_sweep_drops_lists_of_users_no_longer_tracked(database):
     await store.replace_list("@gone:there.example", "1", {}, {}, 1)
     await service.sweep_held()
     assert await store.get_held_users() == [ALICE]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_update_arriving_during_a_fetch_is_followed_by_another_fetch(database):
+    from twisted.internet import defer
+    service, remote, _changes, store = await _service(database)
+    release = defer.Deferred()
+    answers = []
+
+    async def slow(destination, user_id, timeout_ms):
+        remote.calls += 1
+        answers.append(remote.calls)
+        if remote.calls == 1:
+            await release
+            return {"user_id": ALICE, "stream_id": 5, "devices": [{"device_id": "D1", "keys": keys("D1")}]}
+        return {"user_id": ALICE, "stream_id": 6, "devices": [{"device_id": "D1", "keys": keys("D1")},
+                                                             {"device_id": "D2", "keys": keys("D2")}]}
+    remote.get_user_devices = slow
+    query = defer.ensureDeferred(service.query_cached({ALICE: []}))
+    # The answer being fetched predates D2; its EDU arrives now, while the list is being fetched.
+    await service.on_device_list_update(THERE, edu("D2", 6, [5], keys=keys("D2")))
+    release.callback(None)
+    await query
+    await service.wait_idle()
+    assert remote.calls == 2
+    held = (await store.get_fresh_lists([ALICE]))[ALICE]
+    assert (held.stream_id, sorted(held.devices)) == ("6", ["D1", "D2"])

@@ -63,7 +63,7 @@ async def test_updates_apply_only_at_the_expected_stream_id_and_deleted_removes_
 
 
 @pytest_twisted.ensureDeferred
-async def test_stale_list_is_not_served_nor_updated_until_a_snapshot_replaces_it(database):
+async def test_stale_list_is_not_served_nor_updated_until_a_snapshot_replaces_it_and_equal_content_is_no_change(database):
     store = _store(database)
     await store.replace_list(ALICE_R, "3", {"D1": (_keys(ALICE_R, "D1"), None)}, {}, 1)
     await store.mark_stale(ALICE_R, 5)
@@ -73,8 +73,10 @@ async def test_stale_list_is_not_served_nor_updated_until_a_snapshot_replaces_it
     assert await store.get_list_states([ALICE_R, BOB_R]) == {ALICE_R: RemoteListState("3", True),
                                                               BOB_R: RemoteListState(None, True)}
     assert await store.apply_updates(ALICE_R, "3", [DeviceUpdate("D2", "4", None)], 7) is False
-    assert await store.replace_list(ALICE_R, "3", {"D1": (_keys(ALICE_R, "D1"), None)}, {}, 8) is True
+    # The same devices again: fresh now, and not a change.
+    assert await store.replace_list(ALICE_R, "3", {"D1": (_keys(ALICE_R, "D1"), None)}, {}, 8) is False
     assert await store.get_stale_users() == [BOB_R]
+    assert await store.replace_list(BOB_R, "1", {}, {}, 9) is False  # the placeholder held nothing either
     assert list(await store.get_fresh_lists([ALICE_R])) == [ALICE_R]
 
 
