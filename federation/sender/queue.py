@@ -82,6 +82,8 @@ class FederationSender:
         self._stopped = False
         self.transactions_sent = 0
         self._idle_waiters: list[defer.Deferred] = []
+        # room -> (the joined-members list it was computed from, the other servers in it)
+        self._room_servers: dict[str, tuple[list[str], frozenset[str]]] = {}
 
     @property
     def client(self):
@@ -118,8 +120,12 @@ class FederationSender:
         self._relay.pop(event_id, None)
 
     async def servers_in_room(self, room_id: str) -> set[str]:
-        """Servers with joined members in the room (us excluded)."""
+        """Servers with joined members in the room (us excluded). Computed again only when the
+        room's cached member list is replaced (a membership change), not for every event."""
         members = await self.hs.get(RoomEventService).get_joined_members(room_id)
+        known = self._room_servers.get(room_id)
+        if known is not None and known[0] is members:
+            return set(known[1])
         out = set()
         for m in members:
             try:
@@ -127,6 +133,9 @@ class FederationSender:
             except ValueError:
                 continue
         out.discard(self.hs.hostname)
+        if len(self._room_servers) >= 20_000:
+            self._room_servers.clear()
+        self._room_servers[room_id] = (members, frozenset(out))
         return out
 
     async def _persist_hook(self, event: Event, state_after: Mapping) -> Any:
