@@ -129,6 +129,9 @@ class UzelRequest(server.Request):
     """A Twisted request that enforces the body size limit while the body arrives."""
 
     max_body_size = 50 * 1024 * 1024
+    # The Matrix APIs take JSON (or raw media) bodies, never HTML form posts: Twisted need not
+    # parse a POST's Content-Type (with the email package) to look for form fields.
+    _parsePOSTFormSubmission = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
