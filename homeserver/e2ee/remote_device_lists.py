@@ -115,6 +115,7 @@ class RemoteDeviceListService:
         self._locks: dict[str, defer.DeferredLock] = {}
         self._resyncs: dict[str, defer.Deferred] = {}  # resyncs in flight, shared by their callers
         self._again: set[str] = set()  # users to resync once more when their running fetch ends
+        self._unreachable: dict[str, str] = {}  # user -> why their server did not answer the last fetch
         self._background: set[defer.Deferred] = set()
         self._seen: dict[str, list[str]] = {}
         self._sweep_rooms: set[str] = set()
@@ -152,21 +153,27 @@ class RemoteDeviceListService:
     async def query_cached(self, query: dict[str, list[str]], timeout_ms: int = RESYNC_TIMEOUT_MS
                            ) -> tuple[dict, dict[str, list[str]]]:
         """Answer what the cache can of a /keys/query for remote users: (``{device_keys,
-        master_keys, self_signing_keys}`` for tracked users whose list is held or could be fetched
-        now, the rest of the query — untracked users and failed resyncs — for ``/user/keys/query``)."""
+        master_keys, self_signing_keys, failures}`` for tracked users whose list is held or could
+        be fetched now — ``failures`` naming servers that did not answer the fetch —, the rest of
+        the query for ``/user/keys/query``: untracked users, and users whose server answered the
+        fetch with an error)."""
         tracked = await self.tracked(query)
         lists = await self.store.get_fresh_lists(tracked)
         missing = sorted(tracked - lists.keys())
+        answer: dict = {"device_keys": {}, "master_keys": {}, "self_signing_keys": {}, "failures": {}}
         if missing:
             ok = await defer.gatherResults([defer.ensureDeferred(self.resync(u, timeout_ms)) for u in missing])
             lists.update(await self.store.get_fresh_lists([u for u, fresh in zip(missing, ok) if fresh]))
-        answer: dict = {"device_keys": {}, "master_keys": {}, "self_signing_keys": {}}
+            for user_id in missing:
+                error = self._unreachable.pop(user_id, None)
+                if user_id not in lists and error is not None:  # asking again would wait as long
+                    answer["failures"][domain_or_none(user_id)] = {"status": 503, "message": error}
         for user_id, held in lists.items():
             answer["device_keys"][user_id] = _device_keys_answer(held, query[user_id])
             for key_type, field in (("master", "master_keys"), ("self_signing", "self_signing_keys")):
                 if key_type in held.cross_signing:
                     answer[field][user_id] = held.cross_signing[key_type]
-        rest = {u: d for u, d in query.items() if u not in lists}
+        rest = {u: d for u, d in query.items() if u not in lists and domain_or_none(u) not in answer["failures"]}
         return answer, rest
 
     # --- EDUs ---------------------------------------------------------------------------------------
@@ -274,10 +281,13 @@ class RemoteDeviceListService:
             stream_id, devices, cross = parse_user_devices(user_id, body)
         except Exception as e:  # unreachable, an error answer or garbage: stays stale, retried later
             logger.info("device list resync of %s failed: %s", user_id, e)
+            if not isinstance(e, ValueError) and not hasattr(e, "code"):  # no answer (no HTTP status)
+                self._unreachable[user_id] = str(e) or type(e).__name__
             return False
         changed = await self._with_lock(user_id, self.store.replace_list, user_id, stream_id, devices, cross,
                                         self.hs.clock_ms())
         self._seen.pop(user_id, None)
+        self._unreachable.pop(user_id, None)
         if changed:
             await self.device_lists.record_changes([(user_id, None, None)])
         return True

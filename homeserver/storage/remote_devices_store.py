@@ -139,11 +139,11 @@ class RemoteDevicesStore:
             out: set[str] = set()
             for i in range(0, len(user_ids), 200):
                 chunk = user_ids[i:i + 200]
-                txn.execute("SELECT DISTINCT r.user_id FROM room_memberships r JOIN room_memberships l"
-                            " ON l.room_id = r.room_id AND l.membership = 'join'"
-                            " AND SUBSTR(l.user_id, LENGTH(l.user_id) - ? + 1) = ?"
-                            f" WHERE r.membership = 'join' AND r.user_id IN ({_in(len(chunk))})",
-                            [len(suffix), suffix, *chunk])
+                txn.execute("SELECT r.user_id FROM room_memberships r WHERE r.membership = 'join'"
+                            f" AND r.user_id IN ({_in(len(chunk))}) AND EXISTS (SELECT 1 FROM room_memberships l"
+                            " WHERE l.room_id = r.room_id AND l.membership = 'join'"
+                            " AND SUBSTR(l.user_id, LENGTH(l.user_id) - ? + 1) = ?)",
+                            [*chunk, len(suffix), suffix])
                 out |= {r[0] for r in txn.fetchall()}
             return out
         if not user_ids:

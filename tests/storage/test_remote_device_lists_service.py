@@ -147,8 +147,11 @@ async def test_a_gap_or_an_empty_prev_id_resyncs_and_a_failed_resync_is_retried(
     await service.on_device_list_update(THERE, edu("D5", 11, [10]))  # held 9, not 10: gap
     await service.wait_idle()
     assert remote.calls == 4 and await store.get_stale_users() == [ALICE]
-    answer, rest = await service.query_cached({ALICE: []})  # stale is never served; fetch fails again
-    assert (answer["device_keys"], rest, remote.calls) == ({}, {ALICE: []}, 5)
+    # Stale is never served; the fetch fails again and, the server not answering, it is a failure
+    # (no second request to it with /user/keys/query).
+    answer, rest = await service.query_cached({ALICE: [], "@bob:there.example": []})
+    assert (answer["device_keys"], rest, remote.calls) == ({}, {}, 5)
+    assert answer["failures"] == {THERE: {"status": 503, "message": "there.example is down"}}
     remote.down = False
     remote.body = {**remote.body, "stream_id": 11,
                    "devices": remote.body["devices"] + [{"device_id": "D5", "keys": keys("D5")}]}
@@ -208,19 +211,19 @@ async def test_start_up_sweep_drops_lists_of_users_no_longer_tracked(database):
 async def test_an_update_arriving_during_a_fetch_is_followed_by_another_fetch(database):
     from twisted.internet import defer
     service, remote, _changes, store = await _service(database)
-    release = defer.Deferred()
-    answers = []
+    started, release = defer.Deferred(), defer.Deferred()
 
     async def slow(destination, user_id, timeout_ms):
         remote.calls += 1
-        answers.append(remote.calls)
         if remote.calls == 1:
+            started.callback(None)
             await release
             return {"user_id": ALICE, "stream_id": 5, "devices": [{"device_id": "D1", "keys": keys("D1")}]}
         return {"user_id": ALICE, "stream_id": 6, "devices": [{"device_id": "D1", "keys": keys("D1")},
                                                              {"device_id": "D2", "keys": keys("D2")}]}
     remote.get_user_devices = slow
     query = defer.ensureDeferred(service.query_cached({ALICE: []}))
+    await started
     # The answer being fetched predates D2; its EDU arrives now, while the list is being fetched.
     await service.on_device_list_update(THERE, edu("D2", 6, [5], keys=keys("D2")))
     release.callback(None)
@@ -229,3 +232,17 @@ async def test_an_update_arriving_during_a_fetch_is_followed_by_another_fetch(da
     assert remote.calls == 2
     held = (await store.get_fresh_lists([ALICE]))[ALICE]
     assert (held.stream_id, sorted(held.devices)) == ("6", ["D1", "D2"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_server_answering_the_fetch_with_an_error_is_asked_with_user_keys_query(database):
+    service, remote, _changes, _store = await _service(database)
+
+    class Refused(Exception):
+        code = 404
+
+    async def refuse(destination, user_id, timeout_ms):
+        raise Refused("404 M_UNRECOGNIZED")
+    remote.get_user_devices = refuse
+    answer, rest = await service.query_cached({ALICE: ["D1"]})
+    assert (answer["device_keys"], answer["failures"], rest) == ({}, {}, {ALICE: ["D1"]})
