@@ -9,14 +9,15 @@ answered without a federation request. As Synapse does, the list is fetched lazi
 arrives for a tracked user whose list is not held yet.
 
 ``m.device_list_update`` (:meth:`on_device_list_update`) applies incrementally when every
-``prev_id`` is the stream_id held (the EDU schema: "If the receiving server does not recognise any
-of the prev_ids, it means an EDU has been lost"); an empty ``prev_id``, an unknown one or a list
-not held yet marks the list stale and resyncs it with ``GET /user/devices/{userId}`` in the
-background — EDU processing never waits for the remote server. A list is stale while it is
-being fetched, so an update arriving meanwhile is not applied to it but asks for one more fetch
-after the running one (whose answer may predate the update). A failed resync leaves the list
-stale (never served); :meth:`retry_stale` retries every :data:`RESYNC_RETRY_S`. A stale list is
-resynced again at the next /keys/query, falling back to ``/user/keys/query``.
+``prev_id`` is the stream_id held or one applied since the list was fetched (the EDU schema: "If
+the receiving server does not recognise any of the prev_ids, it means an EDU has been lost"); an
+empty ``prev_id`` (as Synapse: resync), an unknown one or a list not held yet marks the list stale
+and resyncs it with ``GET /user/devices/{userId}`` in the background — EDU processing never waits
+for the remote server. A list is stale while it is being fetched, so an update arriving meanwhile
+is not applied to it but asks for one more fetch after the running one (whose answer may predate
+the update). A failed resync leaves the list stale (never served); :meth:`retry_stale` retries
+every :data:`RESYNC_RETRY_S`, and the next /keys/query tries again (a server that did not answer
+is listed in ``failures``; one that answered with an error is asked with ``/user/keys/query``).
 ``m.signing_key_update`` replaces the held cross-signing keys.
 
 When a held list changes, a row in the device-list stream (DeviceListService.record_changes)
@@ -204,8 +205,10 @@ class RemoteDeviceListService:
         if state is not None and not state.stale and (update.stream_id == state.stream_id
                                                       or update.stream_id in seen):
             return False  # delivered again
+        # Every prev_id must name an update applied to this list: the one it is at, or one of
+        # those applied since the last fetch (prev_id lists the updates "not referred to already").
         follows = (state is not None and not state.stale and state.stream_id is not None and prev_ids
-                   and all(p == state.stream_id for p in prev_ids) and not bad_keys)
+                   and all(p == state.stream_id or p in seen for p in prev_ids) and not bad_keys)
         if follows and await self.store.apply_updates(user_id, state.stream_id, [update], self.hs.clock_ms()):
             seen = self._seen.setdefault(user_id, [])
             seen.append(update.stream_id)
@@ -229,6 +232,8 @@ class RemoteDeviceListService:
                 keys[key_type] = key
         held = (await self.store.get_list_states([user_id])).get(user_id)
         changed = await self._with_lock(user_id, self.store.set_cross_signing, user_id, keys)
+        if user_id in self._resyncs:  # the answer being fetched may predate these keys
+            self._again.add(user_id)
         if changed or held is None:  # not held: clients re-query, which fetches the list
             await self.device_lists.record_changes([(user_id, None, None)])
 
@@ -286,7 +291,7 @@ class RemoteDeviceListService:
             return False
         changed = await self._with_lock(user_id, self.store.replace_list, user_id, stream_id, devices, cross,
                                         self.hs.clock_ms())
-        self._seen.pop(user_id, None)
+        self._seen[user_id] = [stream_id] if stream_id is not None else []
         self._unreachable.pop(user_id, None)
         if changed:
             await self.device_lists.record_changes([(user_id, None, None)])

@@ -246,3 +246,17 @@ async def test_a_server_answering_the_fetch_with_an_error_is_asked_with_user_key
     remote.get_user_devices = refuse
     answer, rest = await service.query_cached({ALICE: ["D1"]})
     assert (answer["device_keys"], answer["failures"], rest) == ({}, {}, {ALICE: ["D1"]})
+
+
+@pytest_twisted.ensureDeferred
+async def test_prev_ids_may_name_any_update_applied_since_the_fetch(database):
+    service, remote, _changes, store = await _service(database)
+    await service.query_cached({ALICE: []})  # held at 5
+    await service.on_device_list_update(THERE, edu("D2", 6, [5], keys=keys("D2")))
+    await service.on_device_list_update(THERE, edu("D3", 7, [5, 6], keys=keys("D3")))
+    await service.wait_idle()
+    held = (await store.get_fresh_lists([ALICE]))[ALICE]
+    assert (remote.calls, held.stream_id, sorted(held.devices)) == (1, "7", ["D1", "D2", "D3"])
+    await service.on_device_list_update(THERE, edu("D4", 8, [7, 4], keys=keys("D4")))  # 4: never seen
+    await service.wait_idle()
+    assert remote.calls == 2
