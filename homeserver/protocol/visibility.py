@@ -132,11 +132,23 @@ def filter_events_for_user(user_id: str, events_with_state: Iterable[tuple[Event
     objects themselves."""
     ignored = set(ignored_users)
     out = []
+    # A non-state event's verdict depends only on the state before it and ``joined_later``
+    # (is_event_visible looks at the event itself only for history_visibility and the user's
+    # own member events): events sharing one state map object are judged once.
+    verdicts: dict[tuple[int, bool], bool] = {}
     for event, state_before in events_with_state:
-        if ignored and event.sender in ignored and not event.is_state():
+        is_state = event.is_state()
+        if ignored and event.sender in ignored and not is_state:
             continue
         later = joined_later(event) if callable(joined_later) else bool(joined_later)
-        if is_event_visible(user_id, event, state_before, joined_later=later):
+        if is_state:
+            visible = is_event_visible(user_id, event, state_before, joined_later=later)
+        else:
+            key = (id(state_before), later)
+            visible = verdicts.get(key)
+            if visible is None:
+                visible = verdicts[key] = is_event_visible(user_id, event, state_before, joined_later=later)
+        if visible:
             if erased_senders and event.sender in erased_senders \
                     and membership_at(user_id, event, state_before) != "join":
                 event = erased_copy(event)

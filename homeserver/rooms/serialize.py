@@ -17,7 +17,6 @@ request is the same").
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Iterable, Mapping, Sequence
 
 from homeserver.protocol import ids
@@ -46,6 +45,17 @@ def client_txn_id(stored: str) -> str:
     return parts[3] if len(parts) == 4 else stored
 
 
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts, lists and immutable scalars, as parsed from an event):
+    what ``copy.deepcopy`` gives, several times faster (served events are copied so that no
+    caller can change the cached PDU)."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    return value
+
+
 def serialize_event(event: Event, now_ms: int, *, redacted_because: Event | None = None,
                     transaction_id: str | None = None, prev_content: Mapping[str, Any] | None = None,
                     replaces_state: str | None = None, membership: str | None = None,
@@ -69,7 +79,7 @@ def serialize_event(event: Event, now_ms: int, *, redacted_because: Event | None
         "type": pdu.get("type"),
         "sender": pdu.get("sender"),
         "origin_server_ts": pdu.get("origin_server_ts"),
-        "content": copy.deepcopy(content) if isinstance(content, dict) else {},
+        "content": copy_json(content) if isinstance(content, dict) else {},
     }
     if include_room_id:
         out["room_id"] = event.room_id
@@ -90,9 +100,9 @@ def serialize_event(event: Event, now_ms: int, *, redacted_because: Event | None
     pdu_unsigned = event.unsigned if isinstance(event.unsigned, dict) else {}
     for key in _PASSTHROUGH_UNSIGNED:
         if key in pdu_unsigned and redacted_because is None:
-            unsigned[key] = copy.deepcopy(pdu_unsigned[key])
+            unsigned[key] = copy_json(pdu_unsigned[key])
     if prev_content is not None:
-        unsigned["prev_content"] = copy.deepcopy(dict(prev_content))
+        unsigned["prev_content"] = copy_json(dict(prev_content))
     if replaces_state is not None:
         unsigned["replaces_state"] = replaces_state
     if redacted_because is not None:
@@ -110,7 +120,7 @@ def serialize_event(event: Event, now_ms: int, *, redacted_because: Event | None
 def strip_event(event: Event) -> dict:
     """The stripped state form of a state event (client-server-api "Stripped state")."""
     return {"type": event.type, "state_key": event.state_key, "sender": event.sender,
-            "content": copy.deepcopy(event.content) if isinstance(event.content, dict) else {}}
+            "content": copy_json(event.content) if isinstance(event.content, dict) else {}}
 
 
 #: client-server-api "Stripped state": what invitees and knockers are shown of the room.

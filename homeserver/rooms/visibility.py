@@ -70,6 +70,10 @@ class VisibilityService:
                     wanted.add(m[k])
         loaded = await self.store.get_events(wanted, allow_rejected=True)
 
+        # One small state map per state group, shared by its events (the rules judge the
+        # non-state events of one map once).
+        smalls = {g: {k: loaded[m[k]] for k in (hv_key, member_key) if k in m and m[k] in loaded}
+                  for g, m in group_maps.items()}
         pairs = []
         for e in events:
             meta = metas.get(e.event_id)
@@ -77,17 +81,16 @@ class VisibilityService:
                 if e.type == "m.room.create":  # the first event: nothing before it
                     pairs.append((e, {}))
                 continue
-            m = group_maps[meta.state_group_before]
-            small = {k: loaded[m[k]] for k in (hv_key, member_key) if k in m and m[k] in loaded}
-            pairs.append((e, small))
+            pairs.append((e, smalls[meta.state_group_before]))
         join_streams = await self._join_streams({e.room_id for e in events}, user_id, member_streams or {})
+        last_join = {room_id: max(streams) for room_id, streams in join_streams.items() if streams}
 
         def joined_later(event: Event) -> bool:
             meta = metas.get(event.event_id)
-            streams = join_streams.get(event.room_id, ())
             if meta is None or meta.stream_ordering is None:
                 return False
-            return any(s > meta.stream_ordering for s in streams)
+            last = last_join.get(event.room_id)
+            return last is not None and last > meta.stream_ordering
 
         erased = await self.erasures.erased_among({e.sender for e in events})
         return rules.filter_events_for_user(user_id, pairs, joined_later=joined_later,
