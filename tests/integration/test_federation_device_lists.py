@@ -5,7 +5,7 @@ Alice is on A, Bob on B; they share a room created on A. B fetches Alice's list 
 /user/devices) and answers Bob's /keys/query from it; Alice's new device reaches B as an
 m.device_list_update applied in sequence (Bob's /sync lists her in device_lists.changed and his
 next query shows the device, with no request to A); an update after a lost one (B's held
-stream_id is set back) makes B resync; with A stopped, B still answers. When Bob leaves the last
+stream_id set back while B is stopped) makes B resync; with A stopped, B still answers. When Bob leaves the last
 shared room, B drops the list and Bob's /sync reports Alice in device_lists.left.
 
 Requests B makes to A are counted in A's access log. The module runs once per database engine."""
@@ -99,7 +99,11 @@ def test_an_update_after_a_missed_one_makes_b_resync(world):
     a, b, alice, bob = world["a"], world["b"], world["alice"], world["bob"]
     query(b, bob[1], alice[0])
     (stream, _), = held(b, alice[0])
+    # As if B had missed the last update: its list one behind, and B restarted (nothing in memory).
+    stop_server(b.proc)
+    b.proc = None
     node_db(b, "UPDATE e2e_remote_device_lists SET stream_id = ? WHERE user_id = ?", (str(int(stream) - 1), alice[0]))
+    start(b)
     fetches = count(a, DEVICES_PATH)
     status, resp = api(a.base_url, "PUT", f"/_matrix/client/v3/devices/{q(alice[2])}", alice[1],
                        {"display_name": "renamed on A"})
