@@ -145,6 +145,8 @@ def run(config) -> None:
     from twisted.internet import defer
 
     setup_logging(config)
+    from homeserver import heap_trim
+    heap_trim.start()  # freed memory back to the OS every few seconds (issue 9)
     hs = HomeServer(config, reactor)
     hs.setup()
 
