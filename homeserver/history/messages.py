@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twisted.internet import defer
-
 from homeserver.client.filtering import RoomEventFilter
 from homeserver.http.errors import MatrixError, forbidden, not_found
 from homeserver.protocol.events import Event
@@ -63,9 +61,10 @@ class MessagesService:
         #: stored). Set by federation (federation/handlers/backfill.py); None without federation.
         self.remote_backfill = None
 
-    async def _access(self, user_id: str, room_id: str) -> RoomAccess:
+    async def _access(self, user_id: str, room_id: str,
+                      membership_row: tuple[str, str] | None | bool = False) -> RoomAccess:
         try:
-            return await self.visibility.room_access(user_id, room_id)
+            return await self.visibility.room_access(user_id, room_id, membership_row=membership_row)
         except MatrixError as e:
             if e.code == 404:
                 raise forbidden("You aren't a member of the room and weren't previously a member of the room.")
@@ -89,12 +88,12 @@ class MessagesService:
     async def scan(self, user_id: str, room_id: str, from_pos: RoomPosition, to_pos: RoomPosition | None, *,
                    backwards: bool, limit: int, event_filter: RoomEventFilter | None,
                    ignored_users: set[str], prefetch: bool = False, device_id: str | None = None,
-                   gap_check: bool = False, first_read: defer.Deferred | None = None) -> Page:
+                   gap_check: bool = False, first_read: PageRead | None = None) -> Page:
         """Up to ``limit`` events after ``from_pos`` in the page direction that pass the filter and
         the user's history visibility, reading the database in batches. With ``prefetch`` the
         first batch is read with what serving it to ``device_id`` needs in one transaction
         (HistoryStore.read_page, which also takes ``gap_check``); ``first_read``: that read,
-        already started by the caller with these arguments."""
+        already made by the caller with these arguments."""
         picked: list[Event] = []
         picked_rows: list[TimelineRow] = []
         pos = from_pos
@@ -103,9 +102,9 @@ class MessagesService:
         first: PageRead | None = None
         while len(picked) < limit and scanned < MAX_SCAN:
             if prefetch and first is None:
-                first = await (first_read if first_read is not None else self.store.read_page(
+                first = first_read if first_read is not None else await self.store.read_page(
                     room_id, pos, to_pos, backwards=backwards, limit=batch, user_id=user_id, device_id=device_id,
-                    ignored_users=ignored_users, gap_check=gap_check))
+                    ignored_users=ignored_users, gap_check=gap_check)
                 rows = first.rows
             else:
                 rows = await self.store.paginate(room_id, pos, to_pos, backwards=backwards, limit=batch)
@@ -144,27 +143,20 @@ class MessagesService:
                            event_filter: RoomEventFilter | None, device_id: str | None = None) -> dict:
         """message_pagination.yaml: ``chunk``, ``start``, ``end`` (absent when nothing further can
         be read) and, with ``lazy_load_members``, ``state`` (the senders' member events)."""
-        # Overlapped: the access check runs while the ignore list is read and, for a ``from``
-        # with a depth, while the page's first read runs (HistoryStore.read_page). That read
-        # does not depend on the check unless the user departed the room (their page is then
-        # cut at their departure: the read is dropped, and nothing of it is served).
-        access_d = defer.ensureDeferred(self._access(user_id, room_id))
-        early: defer.Deferred | None = None
-        try:
-            ignored = await self.relations.ignored_users(user_id)
-            if limit > 0 and from_pos is not None and from_pos.depth is not None \
-                    and (to_pos is None or to_pos.depth is not None) \
-                    and (event_filter is None or event_filter.room_allowed(room_id)):
-                early = defer.ensureDeferred(self.store.read_page(
-                    room_id, from_pos, to_pos, backwards=backwards, limit=limit, user_id=user_id,
-                    device_id=device_id, ignored_users=ignored,
-                    gap_check=backwards and self.remote_backfill is not None))
-            access = await access_d
-        except BaseException:
-            for d in (access_d, early):
-                if d is not None:
-                    d.addErrback(lambda _: None)
-            raise
+        # For a ``from`` with a depth, the page's first read (HistoryStore.read_page) comes
+        # first and brings the user's membership row for the access check: that read does not
+        # depend on the check unless the user departed the room (their page is then cut at
+        # their departure: the read is dropped, and nothing of it is served either way).
+        ignored = await self.relations.ignored_users(user_id)
+        early: PageRead | None = None
+        if limit > 0 and from_pos is not None and from_pos.depth is not None \
+                and (to_pos is None or to_pos.depth is not None) \
+                and (event_filter is None or event_filter.room_allowed(room_id)):
+            early = await self.store.read_page(
+                room_id, from_pos, to_pos, backwards=backwards, limit=limit, user_id=user_id,
+                device_id=device_id, ignored_users=ignored,
+                gap_check=backwards and self.remote_backfill is not None, with_membership=True)
+        access = await self._access(user_id, room_id, early.membership if early is not None else False)
         departure = await self._departure(access)
         start = await self._topological(room_id, from_pos)
         to = await self._topological(room_id, to_pos)
@@ -177,8 +169,7 @@ class MessagesService:
                 to = departure
         result: dict = {"start": from_text if from_text is not None else str(start), "chunk": []}
         if early is not None and (start != from_pos or to != to_pos):
-            early.addErrback(lambda _: None)  # cut at the departure: read again below
-            early = None
+            early = None  # cut at the departure: read again below
         if limit == 0:
             result["end"] = str(start)
             return result

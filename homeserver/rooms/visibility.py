@@ -120,12 +120,15 @@ class VisibilityService:
         ev = await self.events.get_current_state_event(room_id, "m.room.history_visibility")
         return ev is not None and rules.visibility_value(ev.content) == rules.WORLD_READABLE
 
-    async def room_access(self, user_id: str, room_id: str, *, allow_departed: bool = True) -> RoomAccess:
+    async def room_access(self, user_id: str, room_id: str, *, allow_departed: bool = True,
+                          membership_row: tuple[str, str] | None | bool = False) -> RoomAccess:
         """What ``user_id`` may read of the room's state (see the module docstring); 404 for
-        unknown rooms, 403 M_FORBIDDEN when nothing."""
+        unknown rooms, 403 M_FORBIDDEN when nothing. ``membership_row``: the user's
+        ``(membership, event_id)`` row (or None: no row) when the caller already read it
+        (/messages reads it with the page); False: read it here."""
         if await self.events.get_room_version(room_id) is None:
             raise not_found("Unknown room")
-        row = await self.store.get_membership(room_id, user_id)
+        row = await self.store.get_membership(room_id, user_id) if membership_row is False else membership_row
         membership = row[0] if row else None
         if membership == "join":
             return RoomAccess(room_id, membership, dict(await self.events.get_current_state_ids(room_id)), None)

@@ -51,6 +51,9 @@ class PageRead:
     gap_checked: bool = False
     gap_min_depth: int | None = None
     has_gap: bool = False
+    #: With ``with_membership``: the reader's ``(membership, event_id)`` row of room_memberships
+    #: (as EventsStore.get_membership), None without one; False: not read.
+    membership: tuple[str, str] | None | bool = False
 
 
 class HistoryStore:
@@ -102,12 +105,13 @@ class HistoryStore:
 
     async def read_page(self, room_id: str, from_pos: RoomPosition, to_pos: RoomPosition | None, *,
                         backwards: bool, limit: int, user_id: str, device_id: str | None,
-                        ignored_users: set[str], gap_check: bool) -> PageRead:
+                        ignored_users: set[str], gap_check: bool, with_membership: bool = False) -> PageRead:
         """:meth:`paginate` plus, for the rows read and in the same transaction, what serving
         them to ``user_id`` needs (:class:`PageRead`). ``gap_check`` (backwards only, ``from_pos``
         the page's start): also run :meth:`backward_extremities` for the depths the page covers
         when its rows are all shown (down to the last row's depth, or unbounded when the room's
-        start is reached), so a caller skips asking other servers when there is no gap."""
+        start is reached), so a caller skips asking other servers when there is no gap.
+        ``with_membership``: also the reader's current membership row (for the access check)."""
         order = "DESC" if backwards else "ASC"
         page_sql, page_args = self._paginate_sql(room_id, from_pos, to_pos, backwards, limit)
         # One statement: the rows, each with the transaction IDs stored for it (joined on the event
@@ -125,6 +129,11 @@ class HistoryStore:
         def txn_fn(txn: Txn) -> PageRead:
             rows, redacted, related = [], [], []
             txn_ids: dict[str, str] = {}
+            membership: tuple[str, str] | None | bool = False
+            if with_membership:
+                row = txn.execute("SELECT membership, event_id FROM room_memberships WHERE room_id = ?"
+                                  " AND user_id = ?", (room_id, user_id)).fetchone()
+                membership = (row[0], row[1]) if row else None
             if limit > 0:
                 txn.execute(sql, args)
                 for event_id, depth, stream, t_user, t_device, txn_id, has_redaction, has_children in txn.fetchall():
@@ -137,7 +146,7 @@ class HistoryStore:
                         redacted.append(event_id)
                     if has_children:
                         related.append(event_id)
-            out = PageRead(rows, txn_ids=txn_ids)
+            out = PageRead(rows, txn_ids=txn_ids, membership=membership)
             if redacted:
                 out.redaction_ids = RoomExtrasStore.redaction_ids_txn(txn, redacted)
             if related:
