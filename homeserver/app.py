@@ -145,8 +145,10 @@ def run(config) -> None:
     from twisted.internet import defer
 
     setup_logging(config)
-    from homeserver import heap_trim
-    heap_trim.start()  # freed memory back to the OS every few seconds (issue 9)
+    from homeserver import process_memory
+    process_memory.start_heap_trim()  # freed memory back to the OS every few seconds (issue 9)
+    if config.database.engine == "sqlite":
+        process_memory.limit_sqlite_heap()  # one budget for every connection's page cache (issue 9)
     hs = HomeServer(config, reactor)
     hs.setup()
 
