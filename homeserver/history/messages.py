@@ -123,9 +123,10 @@ class MessagesService:
                 if r.event_id in visible:
                     picked.append(visible[r.event_id])
                     picked_rows.append(r)
-                pos = r.before if backwards else r.after
-                if len(picked) == limit:
-                    break
+                    if len(picked) == limit:
+                        break
+            if consumed:  # the next page starts past the last row consumed
+                pos = rows[consumed - 1].before if backwards else rows[consumed - 1].after
             if len(rows) < batch and consumed == len(rows):
                 return self._page(picked, picked_rows, pos, True, first)
             batch = min(max(2 * (limit - len(picked)), 50), 500)
