@@ -135,8 +135,8 @@ class EventsStore:
         self.db = hs.db
         self.state = hs.get(StateStore)
         self.auth_chains = hs.get(AuthChainStore)
-        self._events: LruCache[str, Event] = LruCache(50_000)
-        self._meta: LruCache[str, EventMeta] = LruCache(200_000)
+        self._events: LruCache[str, Event] = LruCache(20_000)  # ~2 KB an event: at most ~40 MB
+        self._meta: LruCache[str, EventMeta] = LruCache(100_000)
         self._room_versions: dict[str, RoomVersion] = {}
         #: room_id -> [floor, [(stream_ordering, event_id), ...] ascending]: every timeline event
         #: of the room with a stream ordering above ``floor`` (noted on commit), the newest
