@@ -114,30 +114,54 @@ class HistoryStore:
         ``with_membership``: also the reader's current membership row (for the access check)."""
         order = "DESC" if backwards else "ASC"
         page_sql, page_args = self._paginate_sql(room_id, from_pos, to_pos, backwards, limit)
-        # One statement: the rows, each with the transaction IDs stored for it (joined on the event
-        # ID alone, so that index serves it with or without planner statistics; the reader's
-        # device is picked out below) and whether anything redacts it or relates to it (only
-        # those rows are then looked up further).
-        sql = ("SELECT p.event_id, p.depth, p.stream_ordering, t.user_id, t.device_id, t.txn_id,"
-               " EXISTS (SELECT 1 FROM redactions r WHERE r.redacts = p.event_id),"
-               " EXISTS (SELECT 1 FROM event_relations c WHERE c.relates_to_id = p.event_id)"
-               f" FROM ({page_sql}) p LEFT JOIN event_txn_ids t ON t.event_id = p.event_id"
-               f" ORDER BY p.depth {order}, p.stream_ordering {order}")
-        args = page_args
+        gap_check = gap_check and backwards and from_pos.depth is not None
+        # One statement (each statement is a round trip to PostgreSQL), its parts told apart by
+        # the first column:
+        # 0. the page's rows, each with the transaction IDs stored for it (joined on the event ID
+        #    alone, so that index serves it with or without planner statistics; the reader's
+        #    device is picked out below) and whether anything redacts it or relates to it (only
+        #    those rows are then looked up further);
+        # 1. the reader's current membership row (as EventsStore.get_membership);
+        # 2. the reader's member events in the room (as RoomExtrasStore.get_member_event_streams);
+        # 3. a row when the page's depths cite a gap (as backward_extremities, down to the last
+        #    row's depth when the page is full, else unbounded).
+        parts = [
+            "SELECT 0 AS part, p.event_id, p.depth, p.stream_ordering, t.user_id, t.device_id, t.txn_id,"
+            " EXISTS (SELECT 1 FROM redactions r WHERE r.redacts = p.event_id) AS redacted,"
+            " EXISTS (SELECT 1 FROM event_relations c WHERE c.relates_to_id = p.event_id) AS related"
+            " FROM page p LEFT JOIN event_txn_ids t ON t.event_id = p.event_id"]
+        args: list = [*page_args]
+        if with_membership:
+            parts.append("SELECT 1, event_id, NULL, NULL, membership, NULL, NULL, NULL, NULL FROM room_memberships"
+                         " WHERE room_id = ? AND user_id = ?")
+            args += [room_id, user_id]
+        parts.append("SELECT 2, event_id, NULL, stream_ordering, NULL, NULL, NULL, NULL, NULL FROM events"
+                     " WHERE room_id = ? AND type = 'm.room.member' AND state_key = ? AND stream_ordering IS NOT NULL")
+        args += [room_id, user_id]
+        if gap_check:
+            parts.append(
+                "SELECT 3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM ("
+                "SELECT 1 AS one FROM events e JOIN event_edges edge ON edge.event_id = e.event_id"
+                " LEFT JOIN events p ON p.event_id = edge.prev_event_id"
+                " WHERE e.room_id = ? AND e.stream_ordering IS NOT NULL AND e.depth <= ?"
+                " AND (p.event_id IS NULL OR p.outlier = ?)"
+                " AND e.depth >= COALESCE((SELECT CASE WHEN COUNT(*) = ? THEN MIN(depth) END FROM page), e.depth)"
+                " LIMIT 1) g")
+            args += [room_id, from_pos.depth, True, limit]
+        sql = (f"WITH page AS ({page_sql}) " + " UNION ALL ".join(parts)
+               + f" ORDER BY 1, 3 {order}, 4 {order}")
         device = device_id or ""
 
         def txn_fn(txn: Txn) -> PageRead:
             rows, redacted, related = [], [], []
             txn_ids: dict[str, str] = {}
-            membership: tuple[str, str] | None | bool = False
-            if with_membership:
-                row = txn.execute("SELECT membership, event_id FROM room_memberships WHERE room_id = ?"
-                                  " AND user_id = ?", (room_id, user_id)).fetchone()
-                membership = (row[0], row[1]) if row else None
-            if limit > 0:
-                txn.execute(sql, args)
-                for event_id, depth, stream, t_user, t_device, txn_id, has_redaction, has_children in txn.fetchall():
-                    if txn_id is not None and t_user == user_id and t_device == device:
+            membership: tuple[str, str] | None | bool = None if with_membership else False
+            member_streams: list[tuple[int, str]] = []
+            has_gap = False
+            txn.execute(sql, args)
+            for part, event_id, depth, stream, c4, t_device, txn_id, has_redaction, has_children in txn.fetchall():
+                if part == 0:
+                    if txn_id is not None and c4 == user_id and t_device == device:
                         txn_ids[event_id] = txn_id
                     if rows and rows[-1].event_id == event_id:
                         continue  # another transaction ID row of the same event
@@ -146,17 +170,22 @@ class HistoryStore:
                         redacted.append(event_id)
                     if has_children:
                         related.append(event_id)
-            out = PageRead(rows, txn_ids=txn_ids, membership=membership)
+                elif part == 1:
+                    membership = (c4, event_id)
+                elif part == 2:
+                    member_streams.append((stream, event_id))
+                else:
+                    has_gap = True
+            out = PageRead(rows, txn_ids=txn_ids, membership=membership, member_streams=sorted(member_streams))
             if redacted:
                 out.redaction_ids = RoomExtrasStore.redaction_ids_txn(txn, redacted)
             if related:
                 out.aggregations = RelationsStore.aggregation_rows_txn(
                     txn, {i: room_id for i in related}, user_id, sorted(ignored_users))
-            out.member_streams = RoomExtrasStore.member_event_streams_txn(txn, room_id, user_id)
-            if gap_check and backwards and from_pos.depth is not None:
+            if gap_check:
                 out.gap_checked = True
                 out.gap_min_depth = rows[-1].depth if len(rows) == limit else None
-                out.has_gap = bool(self._backward_extremities_txn(txn, room_id, out.gap_min_depth, from_pos.depth, 1))
+                out.has_gap = has_gap
             return out
         return await self.db.run("history_read_page", txn_fn, readonly=True)
 
