@@ -596,7 +596,7 @@ class EventsStore:
         def txn_fn(txn: Txn):
             txn.execute("SELECT event_id FROM event_forward_extremities WHERE room_id = ?", (room_id,))
             return {r[0] for r in txn.fetchall()}
-        return await self.db.run("get_forward_extremities", txn_fn, readonly=True)
+        return await self.db.read_now("get_forward_extremities", txn_fn)
 
     # --- memberships ------------------------------------------------------------------------
     async def get_membership(self, room_id: str, user_id: str) -> tuple[str, str] | None:
@@ -604,7 +604,7 @@ class EventsStore:
         def txn_fn(txn: Txn):
             return txn.execute("SELECT membership, event_id FROM room_memberships WHERE room_id = ? AND user_id = ?",
                                (room_id, user_id)).fetchone()
-        row = await self.db.run("get_membership", txn_fn, readonly=True)
+        row = await self.db.read_now("get_membership", txn_fn)
         return (row[0], row[1]) if row else None
 
     async def get_members(self, room_id: str, membership: str = "join") -> list[str]:
@@ -690,7 +690,7 @@ class EventsStore:
         def txn_fn(txn: Txn):
             return txn.scalar("SELECT event_id FROM event_txn_ids WHERE user_id = ? AND device_id = ? AND txn_id = ?",
                               (user_id, device_id, txn_id))
-        return await self.db.run("get_event_id_for_txn", txn_fn, readonly=True)
+        return await self.db.read_now("get_event_id_for_txn", txn_fn)
 
     @staticmethod
     def _device_txn_ids_txn(txn: Txn, user_id: str, device_id: str) -> list[tuple[str, str]]:
