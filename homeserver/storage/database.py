@@ -29,22 +29,58 @@ def _is_unstorable(e: Exception) -> bool:
     return isinstance(e, UnicodeEncodeError) or (isinstance(e, ValueError) and "NUL (0x00)" in str(e))
 
 
+def _returns_nothing(sql: str) -> bool:
+    """An INSERT, UPDATE or DELETE without RETURNING: nothing to read back but its rowcount."""
+    head = sql.lstrip()[:6].upper()
+    return head in ("INSERT", "UPDATE", "DELETE") and "RETURNING" not in sql.upper()
+
+
 class Txn:
     """A cursor inside one transaction; SQL is written with ``?`` placeholders."""
 
-    __slots__ = ("_engine", "_cursor", "_after_commit", "name")
+    __slots__ = ("_engine", "_cursor", "_after_commit", "name", "_batched")
 
     def __init__(self, engine, cursor, name: str):
         self._engine = engine
         self._cursor = cursor
         self._after_commit: list[tuple[Callable, tuple]] = []
         self.name = name
+        self._batched: list[bytes] | None = None
 
     @property
     def engine_name(self) -> str:
         return self._engine.name
 
+    def batch_writes(self) -> None:
+        """From here on, on PostgreSQL, send the statements that return nothing (INSERT, UPDATE,
+        DELETE without RETURNING) together in one round trip: just before the next statement
+        that returns rows, before :attr:`rowcount` is read, and at commit. A failing statement
+        then raises at that point (the transaction fails all the same). For write-heavy
+        transactions such as persisting events (a dozen statements, each a round trip to the
+        server otherwise). SQLite has no round trips: no effect."""
+        if self._engine.name == "postgres":
+            self._batched = []
+
+    def flush(self) -> None:
+        """Send the batched statements now (see :meth:`batch_writes`)."""
+        if self._batched:
+            batch, self._batched = self._batched, []
+            self._cursor.execute(b";".join(batch))
+
+    def _batch(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            self._batched.extend(self._cursor.mogrify(sql, tuple(r)) for r in rows)
+        except (ValueError, UnicodeEncodeError) as e:
+            if _is_unstorable(e):
+                raise UnstorableText(str(e)) from e
+            raise
+
     def execute(self, sql: str, args: Sequence[Any] = ()) -> "Txn":
+        if self._batched is not None:
+            if _returns_nothing(sql):
+                self._batch(self._engine.convert_sql(sql), [args])
+                return self
+            self.flush()
         try:
             self._cursor.execute(self._engine.convert_sql(sql), tuple(args))
         except (ValueError, UnicodeEncodeError) as e:
@@ -73,6 +109,11 @@ class Txn:
         """Run sql once per row. On PostgreSQL the rows go in pages of statements rather than one
         round trip per row (psycopg2's executemany sends each separately); rowcount is then unreliable."""
         rows = [tuple(r) for r in rows]
+        if rows and self._batched is not None:
+            if _returns_nothing(sql):
+                self._batch(self._engine.convert_sql(sql), rows)
+                return self
+            self.flush()
         if rows:
             try:
                 sql = self._engine.convert_sql(sql)
@@ -99,6 +140,8 @@ class Txn:
 
     @property
     def rowcount(self) -> int:
+        """Rows changed by the last statement (with batched writes: the last one batched)."""
+        self.flush()
         return self._cursor.rowcount
 
     def binary(self, value: bytes) -> Any:
@@ -299,6 +342,7 @@ class Database:
         txn = Txn(engine, conn.cursor(), name)
         try:
             result = fn(txn, *args)
+            txn.flush()
             conn.commit() if not isinstance(engine, SqliteEngine) else conn.execute("COMMIT")
         except BaseException:
             try:

@@ -289,6 +289,7 @@ class EventsStore:
     def _persist_with_keys_txn(self, txn: Txn, items: list[PersistItem], now: int,
                                keys: Mapping[int, StateKey]) -> None:
         """The state keys allocated since the last commit (StateStore.intern_keys), then the events."""
+        txn.batch_writes()
         StateStore.write_keys_txn(txn, keys)
         self._persist_txn(txn, items, now)
 

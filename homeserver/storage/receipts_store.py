@@ -195,6 +195,7 @@ class ReceiptsStore:
         GET /notifications) and notification_counts (counts summed per user, room and thread),
         run :attr:`on_fold` hooks (pusher wake-up) per event, and delete the staged rows.
         Returns how many events were folded."""
+        txn.batch_writes()
         txn.execute("SELECT stream_ordering, room_id, event_id, thread_id, received_ts, recipients"
                     " FROM event_push_staging ORDER BY stream_ordering")
         staged = txn.fetchall()

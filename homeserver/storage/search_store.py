@@ -147,6 +147,7 @@ class SearchStore:
 
     @classmethod
     def _write_txn(cls, txn: Txn, changes: Sequence[IndexChange], position: int | None) -> None:
+        txn.batch_writes()
         for change in changes:
             if isinstance(change, SearchRow):
                 cls.add_txn(txn, change)

@@ -155,3 +155,33 @@ async def test_read_now_sees_committed_writes_and_on_sqlite_runs_without_a_threa
     assert seen == [database.engine_name == "sqlite"]
     await database.run("update", lambda txn: txn.execute("UPDATE r SET x = 8"))
     assert await database.read_now("read", read) == 8
+
+
+@pytest_twisted.ensureDeferred
+async def test_batched_writes_are_sent_before_reads_rowcount_and_commit(database):
+    """Txn.batch_writes (one round trip for many writes on PostgreSQL) changes nothing a
+    transaction can observe: reads see the earlier writes, rowcount is the last write's, and
+    everything is committed; a failing batched write fails the transaction."""
+    await database.run("create", lambda txn: txn.execute("CREATE TABLE b (k INTEGER PRIMARY KEY, v TEXT)"))
+
+    def work(txn):
+        txn.batch_writes()
+        txn.execute("INSERT INTO b (k, v) VALUES (?, ?)", (1, "it's"))
+        txn.executemany("INSERT INTO b (k, v) VALUES (?, ?)", [(2, "two"), (3, "three")])
+        seen = txn.scalar("SELECT COUNT(*) FROM b")
+        txn.execute("UPDATE b SET v = ? WHERE k >= ?", ("x", 2))
+        changed = txn.rowcount
+        txn.execute("DELETE FROM b WHERE k = ?", (3,))
+        return seen, changed
+    assert await database.run("work", work) == (3, 2)
+    assert await database.run("read", lambda txn: txn.execute("SELECT k, v FROM b ORDER BY k").fetchall(),
+                              readonly=True) == [(1, "it's"), (2, "x")]
+
+    def failing(txn):
+        txn.batch_writes()
+        txn.execute("INSERT INTO b (k, v) VALUES (?, ?)", (9, "nine"))
+        txn.execute("INSERT INTO b (k, v) VALUES (?, ?)", (1, "duplicate"))
+    with pytest.raises(Exception) as info:
+        await database.run("failing", failing)
+    assert database.is_integrity_error(info.value)
+    assert await database.run("read", lambda txn: txn.scalar("SELECT COUNT(*) FROM b"), readonly=True) == 2
