@@ -38,7 +38,7 @@ def _returns_nothing(sql: str) -> bool:
 class Txn:
     """A cursor inside one transaction; SQL is written with ``?`` placeholders."""
 
-    __slots__ = ("_engine", "_cursor", "_after_commit", "name", "_batched")
+    __slots__ = ("_engine", "_cursor", "_after_commit", "name", "_batched", "_no_writes")
 
     def __init__(self, engine, cursor, name: str):
         self._engine = engine
@@ -46,6 +46,7 @@ class Txn:
         self._after_commit: list[tuple[Callable, tuple]] = []
         self.name = name
         self._batched: list[bytes] | None = None
+        self._no_writes = False  # a PostgreSQL read, run in autocommit mode (Database._run_on)
 
     @property
     def engine_name(self) -> str:
@@ -76,6 +77,8 @@ class Txn:
             raise
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> "Txn":
+        if self._no_writes and _returns_nothing(sql):
+            raise RuntimeError(f"write in the read-only transaction {self.name}: {sql[:60]}")
         if self._batched is not None:
             if _returns_nothing(sql):
                 self._batch(self._engine.convert_sql(sql), [args])
@@ -109,6 +112,8 @@ class Txn:
         """Run sql once per row. On PostgreSQL the rows go in pages of statements rather than one
         round trip per row (psycopg2's executemany sends each separately); rowcount is then unreliable."""
         rows = [tuple(r) for r in rows]
+        if self._no_writes and _returns_nothing(sql):
+            raise RuntimeError(f"write in the read-only transaction {self.name}: {sql[:60]}")
         if rows and self._batched is not None:
             if _returns_nothing(sql):
                 self._batch(self._engine.convert_sql(sql), rows)
@@ -340,6 +345,8 @@ class Database:
         start = time.monotonic()
         engine.begin(conn, write)
         txn = Txn(engine, conn.cursor(), name)
+        if not write and isinstance(engine, PostgresEngine):
+            txn._no_writes = True  # PostgreSQL reads run in autocommit mode: a write there would not be atomic
         try:
             result = fn(txn, *args)
             txn.flush()

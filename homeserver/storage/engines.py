@@ -81,7 +81,11 @@ class PostgresEngine:
         return conn
 
     def begin(self, conn, write: bool) -> None:
-        pass  # psycopg2 opens a transaction on first execute
+        # A write: psycopg2 opens the transaction at its first statement. A read runs in
+        # autocommit mode: no BEGIN and COMMIT round trips around its SELECTs, and nothing
+        # lost — under READ COMMITTED each statement of a transaction takes its own snapshot
+        # anyway, and reads take no locks that would need holding.
+        conn.autocommit = not write
 
     def convert_sql(self, sql: str) -> str:
         out = self._sql_cache.get(sql)
