@@ -12,8 +12,12 @@ batches by homeserver/storage/search_store.py, which re-reads what a crash left 
   ``redaction_applies``) → the target leaves both indexes (client-server-api "Aggregations of
   child events": a redacted child breaks the relationship; redacted text is no longer searchable).
 
-Limitation: a redaction received before the event it redacts does not remove that event from the
-indexes (search results are still filtered by redaction when served).
+Backfilled events (``RoomEventService.history_hooks``) are indexed the same way.
+
+Limitations: a redaction received before the event it redacts does not remove that event from the
+indexes (search results are still filtered by redaction when served); the start-up catch-up of
+search rows covers live events only (a crash within the 50 ms before a backfilled event's row is
+written leaves that old event unsearchable).
 """
 from __future__ import annotations
 
@@ -45,7 +49,9 @@ class HistoryIndexer:
         self.events = hs.get(EventsStore)
         self.search = hs.get(SearchStore)
         self.search.complete_to = self.events.stream_ids.current_token
-        hs.get(RoomEventService).persist_hooks.append(self.persist_hook)
+        pipeline = hs.get(RoomEventService)
+        pipeline.persist_hooks.append(self.persist_hook)
+        pipeline.history_hooks.append(self.persist_hook)  # backfilled events are indexed too
         hs.on_start(self.catch_up_search)
 
     async def persist_hook(self, event: Event, state_after: Mapping[tuple[str, str], str]

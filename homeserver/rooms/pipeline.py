@@ -73,6 +73,9 @@ class RoomEventService:
         #: an event that enters the timeline is persisted; a returned function is run inside the
         #: persist transaction (homeserver/push/notification_counts.py writes push actions so).
         self.persist_hooks: list = []
+        #: The same kind of hooks, run for backfilled events entering the timeline (history
+        #: indexes: relations, search), where push, relaying and the like do not apply.
+        self.history_hooks: list = []
         self._merging: set[str] = set()
         #: Rooms with queued, not yet committed events: what the next local event builds on.
         self._heads: dict[str, _RoomHead] = {}
@@ -480,7 +483,8 @@ class RoomEventService:
         history: checked like a pushed event against its auth events and the state before it
         (``state_before`` or the states after its prev_events, which must be stored), stored
         rejected when it fails; never soft-failed, never a forward extremity, never part of the
-        current state, no persist hooks (no push, no relaying) and no notification. Its stream
+        current state, no persist hooks (no push, no relaying; only the history hooks: relations
+        and search indexes) and no notification. Its stream
         ordering is negative (homeserver/storage/events_store.py) so /messages orders it before
         the events we had (server-server-api.md "Backfilling and retrieving missing events").
 
@@ -597,8 +601,10 @@ class RoomEventService:
             state_group_before=before.state_group, state_group=after.state_group, new_groups=new_groups,
             current_state=delta, extremities=extremities, txn_key=txn_key, new_room=new_room,
             de_outlier=existing_nid is not None, backfilled=backfilled)
-        if item.in_timeline and self.persist_hooks and not backfilled:
-            await self._run_persist_hooks(item, after.state)
+        if item.in_timeline:
+            hooks = self.history_hooks if backfilled else self.persist_hooks
+            if hooks:
+                await self._run_persist_hooks(hooks, item, after.state)
         return item, new_snap
 
     # --- the room head: queued events, committed in order -----------------------------------------
@@ -678,8 +684,8 @@ class RoomEventService:
             for d in head.idle:
                 d.callback(None)
 
-    async def _run_persist_hooks(self, item: PersistItem, state_after: Mapping[StateKey, str]) -> None:
-        for hook in list(self.persist_hooks):
+    async def _run_persist_hooks(self, hooks: list, item: PersistItem, state_after: Mapping[StateKey, str]) -> None:
+        for hook in list(hooks):
             try:
                 write = await hook(item.event, state_after)
             except Exception:

@@ -3,7 +3,7 @@ the other server sees it.
 
 * /messages backfilling: a user of B joining a room of A late pages back to the room's creation
   and reads every message, in order; backfilled events change neither B's current state nor its
-  forward extremities, nor show up in /sync as new.
+  forward extremities, nor show up in /sync as new; they are indexed for /relations and /search.
 * Per-event history visibility for servers: with ``joined`` history, B (signing requests with
   its own key) cannot read events from before its user joined: /event 404, /state_ids 403,
   /backfill and /get_missing_events send them redacted; later events are served whole.
@@ -53,6 +53,10 @@ def test_late_joiner_pages_back_to_the_room_start_through_backfill(nodes, users)
     assert status == 200, resp
     room = resp["room_id"]
     sent = [send_message(a, alice[1], room, f"message {i}") for i in range(30)]
+    status, resp = api(a.base_url, "PUT", f"/_matrix/client/v3/rooms/{q(room)}/send/m.reaction/react1", alice[1],
+                       {"m.relates_to": {"rel_type": "m.annotation", "event_id": sent[5], "key": "+1"}})
+    assert status == 200, resp
+    reaction = resp["event_id"]
 
     status, resp = api(b.base_url, "POST", f"/_matrix/client/v3/join/{q(room)}", bob[1], params={"server_name": a.name})
     assert status == 200, (resp, b.log()[-3000:])
@@ -84,6 +88,13 @@ def test_late_joiner_pages_back_to_the_room_start_through_backfill(nodes, users)
     assert extremities == [(from_b,)]
     streams = node_db(b, f"SELECT stream_ordering FROM events WHERE event_id IN ({','.join('?' * 30)})", sent)
     assert len(streams) == 30 and all(s < 0 for (s,) in streams)
+    # Backfilled history is indexed like live events: its relations and its text.
+    status, resp = api(b.base_url, "GET", f"/_matrix/client/v1/rooms/{q(room)}/relations/{q(sent[5])}", bob[1])
+    assert status == 200 and [e["event_id"] for e in resp["chunk"]] == [reaction], resp
+    status, resp = api(b.base_url, "POST", "/_matrix/client/v3/search", bob[1],
+                       {"search_categories": {"room_events": {"search_term": "message 17", "order_by": "recent"}}})
+    assert status == 200, resp
+    assert sent[17] in [r["result"]["event_id"] for r in resp["search_categories"]["room_events"]["results"]], resp
     # Paging again is served locally: the same events.
     assert [e["event_id"] for e in paginate_to_start(b, bob[1], room, limit=50)][:len(events)] == \
         [e["event_id"] for e in events]
