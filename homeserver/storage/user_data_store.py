@@ -61,6 +61,10 @@ class UserDataStore:
         # Pushers per user (most have none; the push pool asks for every notified user).
         self._pushers_cache: LruCache[str, list[dict]] = LruCache(50_000)
         self._pushers_generation = 0
+        # Profiles of local users (read for every membership event they send); only users with a
+        # profile row are cached, a read racing a write of any profile is not kept.
+        self._profiles: LruCache[str, dict] = LruCache(20_000)
+        self._profiles_generation = 0
 
     @staticmethod
     def _init_txn(txn: Txn) -> tuple[int, int]:
@@ -322,8 +326,30 @@ class UserDataStore:
         return (await self.get_profiles([user_id])).get(user_id)
 
     async def get_profiles(self, user_ids: Iterable[str]) -> dict[str, dict]:
-        """user_id -> profile for the users that have a profile row."""
-        ids = list(dict.fromkeys(user_ids))
+        """user_id -> profile (a copy: callers may change it) for the users that have a profile row."""
+        out: dict[str, dict] = {}
+        missing = []
+        for user_id in dict.fromkeys(user_ids):
+            cached = self._profiles.get(user_id)
+            if cached is None:
+                missing.append(user_id)
+            else:
+                out[user_id] = dict(cached)
+        if missing:
+            generation = self._profiles_generation
+            loaded = await self._load_profiles(missing)
+            keep = generation == self._profiles_generation
+            for user_id, profile in loaded.items():
+                if keep:
+                    self._profiles.set(user_id, dict(profile))
+                out[user_id] = profile
+        return out
+
+    def _profile_changed(self, user_id: str) -> None:
+        self._profiles_generation += 1
+        self._profiles.pop(user_id)
+
+    async def _load_profiles(self, ids: list[str]) -> dict[str, dict]:
 
         def txn_fn(txn: Txn):
             out: dict[str, dict] = {}
@@ -358,7 +384,10 @@ class UserDataStore:
                             " ON CONFLICT (user_id, field_name) DO UPDATE SET value = excluded.value",
                             (user_id, name, _dumps(value)))
             return True
-        return await self.db.run("set_profile_field", txn_fn)
+        try:
+            return await self.db.run("set_profile_field", txn_fn)
+        finally:
+            self._profile_changed(user_id)
 
     async def delete_profile_field(self, user_id: str, name: str) -> bool:
         """Remove one field; False if the user has no profile row."""
@@ -370,7 +399,10 @@ class UserDataStore:
                 return False
             txn.execute("DELETE FROM profile_fields WHERE user_id = ? AND field_name = ?", (user_id, name))
             return True
-        return await self.db.run("delete_profile_field", txn_fn)
+        try:
+            return await self.db.run("delete_profile_field", txn_fn)
+        finally:
+            self._profile_changed(user_id)
 
     # --- presence -------------------------------------------------------------------------------
     async def set_presence(self, user_id: str, state: str, status_msg: str | None, last_active_ts: int,

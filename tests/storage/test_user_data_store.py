@@ -338,3 +338,16 @@ async def test_profile_change_runs_hooks_and_reannounces_presence(database):
     assert events[0]["content"]["displayname"] == "Alice A."
     await profiles.set_field(me, ALICE, "displayname", "Alice A.")  # unchanged: no hook
     assert len(calls) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_cached_profiles_are_copies_and_follow_writes(database):
+    store = make_store(database)
+    await _add_profile_row(database, ALICE, "alice")
+    first = await store.get_profile(ALICE)
+    first["displayname"] = "changed by a caller"
+    assert await store.get_profile(ALICE) == {"displayname": "alice"}
+    assert await store.set_profile_field(ALICE, "displayname", "Alice L.")
+    assert await store.get_profile(ALICE) == {"displayname": "Alice L."}
+    assert await store.delete_profile_field(ALICE, "displayname")
+    assert await store.get_profile(ALICE) == {}
