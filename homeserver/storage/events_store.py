@@ -288,8 +288,15 @@ class EventsStore:
 
     def _persist_with_keys_txn(self, txn: Txn, items: list[PersistItem], now: int,
                                keys: Mapping[int, StateKey]) -> None:
-        """The state keys allocated since the last commit (StateStore.intern_keys), then the events."""
+        """The chain-cover index of the batch's accepted state events (items are in topological
+        order), the state keys allocated since the last commit (StateStore.intern_keys), then the
+        events. The index goes first: its reads then precede every write, and PostgreSQL gets the
+        writes in one batch (Txn.batch_writes)."""
         txn.batch_writes()
+        indexable = [item.event for item in items if item.rejected_reason is None and _indexable(item.event)]
+        if indexable:
+            self.auth_chains.index_events_txn(
+                txn, indexable, maybe_indexed={item.event.event_id for item in items if item.de_outlier})
         StateStore.write_keys_txn(txn, keys)
         self._persist_txn(txn, items, now)
 
@@ -366,11 +373,6 @@ class EventsStore:
                     (user_id, device_id, txn_id, ev.room_id, ev.event_id, now))
             for write in item.extra_writes:
                 write(txn, item)
-        # The chain-cover index of the batch's accepted state events (items are in topological order).
-        indexable = [item.event for item in items if item.rejected_reason is None and _indexable(item.event)]
-        if indexable:
-            self.auth_chains.index_events_txn(
-                txn, indexable, maybe_indexed={item.event.event_id for item in items if item.de_outlier})
 
     def _after_persist(self, item: PersistItem) -> None:
         ev = item.event
