@@ -77,7 +77,13 @@ class PostgresEngine:
     def connect(self, readonly: bool = False):
         import psycopg2
         conn = psycopg2.connect(self.dsn)
-        conn.set_session(isolation_level="READ COMMITTED", autocommit=False, readonly=readonly)
+        # READ COMMITTED as the session's default, set once here: given to set_session, psycopg2
+        # would send SET statements at every autocommit switch (see begin).
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED"
+                        + (" READ ONLY" if readonly else ""))
+        conn.autocommit = False
         return conn
 
     def begin(self, conn, write: bool) -> None:
