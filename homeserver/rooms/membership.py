@@ -29,6 +29,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
+from twisted.internet import defer
+
 from homeserver.accounts.auth import Requester, check_not_suspended
 from homeserver.accounts.ratelimit import Ratelimiter
 from homeserver.http.errors import MatrixError, bad_json, forbidden, invalid_param, not_found
@@ -117,12 +119,16 @@ class MembershipService:
         if rv is None or (action in ("join", "knock") and await self._left_by_this_server(room_id, action)):
             return await self._remote_room(requester, room_id, action, reason, list(servers), extra_content)
 
-        current = await self.events.get_membership(room_id, target)
+        # The target's membership is read while a join reads the joiner's profile (two database
+        # reads at once; on PostgreSQL each is a round trip).
+        reading = defer.ensureDeferred(self.events.get_membership(room_id, target))
         content: dict[str, Any] = dict(extra_content or {})
         extra_pdu: dict[str, Any] | None = None
         if action == "join":
             content["membership"] = JOIN
-            await self._add_profile(content, target)
+            await self._add_profile(content, target)  # logs and goes on when the read fails
+        current = await reading
+        if action == "join":
             if requester.is_guest:
                 await self._check_guest_access(room_id)
                 content["kind"] = "guest"  # as Synapse marks guests' joins
