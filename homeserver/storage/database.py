@@ -1,9 +1,11 @@
-"""One database layer for everything: transactions run in worker threads, never on the reactor.
+"""One database layer for everything: transactions run in worker threads.
 
 ``await db.run("name", fn, *args)`` calls ``fn(txn, *args)`` inside one transaction on a worker
 thread and commits it.  SQLite gets one writer thread (SQLite admits one writer at a time) plus
-reader threads on read-only connections (WAL lets them read while the writer writes); PostgreSQL
-gets a pool of connections, each used for reads and writes.
+reader threads on read-only connections (WAL lets them read while the writer writes), and a
+thread that checkpoints the WAL; PostgreSQL gets a pool of connections, each used for reads (in
+autocommit mode) and writes. The one exception: ``db.read_now`` runs a small indexed SQLite read
+on the reactor thread itself, where a thread hand-off would cost more than the read.
 """
 from __future__ import annotations
 
