@@ -5,24 +5,11 @@ logout) for a locked account, 403 M_USER_SUSPENDED on what suspension forbids (c
 account; lifting a lock or suspension takes effect at once."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from tests.integration.harness import api, db_execute, stop_server
-from tests.integration.test_appservices import AS_TOKEN, V3, as_user, ghost, human, make_env, ok, q, room_with_ghost, \
-    send
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def env(request):
-    e = make_env(request.param)
-    try:
-        yield e
-    finally:
-        stop_server(e.proc)
-        e.fake.stop()
-        shutil.rmtree(e.data_dir, ignore_errors=True)
+from tests.integration.harness import api, db_execute
+from tests.integration.test_appservices import AS_TOKEN, V3, as_user, env, ghost, human, ok, q, room_with_ghost, \
+    send  # noqa: F401  (env: the module-scoped server + fake bridge fixture, one per engine)
 
 
 @pytest.fixture(scope="module")

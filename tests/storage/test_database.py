@@ -185,3 +185,16 @@ async def test_batched_writes_are_sent_before_reads_rowcount_and_commit(database
         await database.run("failing", failing)
     assert database.is_integrity_error(info.value)
     assert await database.run("read", lambda txn: txn.scalar("SELECT COUNT(*) FROM b"), readonly=True) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_in_a_read_only_transaction_is_refused_on_postgres(database):
+    """PostgreSQL reads run in autocommit mode, where several writes would not be one
+    transaction: a write there is a programming error and says so (SQLite's reader connections
+    are read-only and refuse it themselves)."""
+    await database.run("create", lambda txn: txn.execute("CREATE TABLE w (x INTEGER)"))
+    with pytest.raises(Exception) as info:
+        await database.run("sneaky", lambda txn: txn.execute("INSERT INTO w (x) VALUES (1)"), readonly=True)
+    if database.engine_name == "postgres":
+        assert isinstance(info.value, RuntimeError) and "read-only transaction sneaky" in str(info.value)
+    assert await database.run("count", lambda txn: txn.scalar("SELECT COUNT(*) FROM w"), readonly=True) == 0

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest_twisted
 
 from homeserver.storage.remote_devices_store import DeviceUpdate, RemoteDevicesStore, RemoteListState
+from tests.storage.test_e2ee_store import _membership
 
 ALICE_R, BOB_R = "@alice:remote.example", "@bob:remote.example"
 LOCAL = "@carol:here.example"
@@ -19,15 +20,6 @@ def _store(database) -> RemoteDevicesStore:
 def _keys(user_id: str, device_id: str, tag: str = "k") -> dict:
     return {"user_id": user_id, "device_id": device_id, "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
             "keys": {f"ed25519:{device_id}": tag}, "signatures": {}}
-
-
-async def _membership(database, room_id, user_id, membership, stream):
-    def txn_fn(txn):
-        txn.execute("INSERT INTO room_memberships (room_id, user_id, membership, event_id, sender, stream_ordering)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, user_id) DO UPDATE SET membership ="
-                    " excluded.membership, stream_ordering = excluded.stream_ordering",
-                    (room_id, user_id, membership, f"$e{stream}", user_id, stream))
-    await database.run("membership", txn_fn)
 
 
 @pytest_twisted.ensureDeferred
